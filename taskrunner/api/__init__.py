@@ -1,0 +1,1 @@
+"""HTTP adapters over the service core: TaskRunner API, kingtask API, native API."""

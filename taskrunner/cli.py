@@ -1,0 +1,442 @@
+"""Command line: `taskrunner run` and the subcommands that talk to Redis directly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import uvloop
+
+from taskrunner import logs
+from taskrunner.config import SETTINGS_FIELDS, Settings, load_config_file, redis_url_from_parts
+from taskrunner.embedded import EmbeddedRedis
+from taskrunner.errors import ConfigError, StoreUnavailable, TaskRunnerError
+from taskrunner.jobs import Limits
+from taskrunner.pidfile import pidfile
+from taskrunner.runner import Runner
+from taskrunner.service import Service, ServiceSettings
+from taskrunner.store import Store
+
+log = logging.getLogger("taskrunner.cli")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_RUNTIME_FAILURE = 1
+EXIT_USAGE = 2
+DEFAULT_REDIS_HOST = "127.0.0.1:6379"
+
+
+def _option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option that also reads TASKRUNNER_<NAME> from the environment."""
+    name = decls[0].lstrip("-").split("/")[0].replace("-", "_").upper()
+    kwargs.setdefault("envvar", f"TASKRUNNER_{name}")
+    kwargs.setdefault("show_envvar", True)
+    return click.option(*decls, **kwargs)
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """`--config FILE`: its values become defaults that flags and env vars override."""
+    if value:
+        try:
+            options = load_config_file(Path(value))
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        ctx.default_map = {**(ctx.default_map or {}), **options}
+    return value
+
+
+def redis_options(func: F) -> F:
+    for decorator in reversed(
+        [
+            _option(
+                "--redis-url",
+                help="Redis URL (redis://, rediss://, unix://); overrides --redis-host.",
+            ),
+            _option(
+                "--redis-host",
+                default=None,
+                help=f"Redis HOST:PORT.  [default: {DEFAULT_REDIS_HOST}]",
+            ),
+            _option("--redis-password", default=None, help="Redis password."),
+            _option(
+                "--redis-db", type=int, default=0, show_default=True, help="Redis database number."
+            ),
+            _option("--host", "legacy_host", default=None, hidden=True, envvar="TASKRUNNER_HOST"),
+            _option(
+                "--password",
+                "legacy_password",
+                default=None,
+                hidden=True,
+                envvar="TASKRUNNER_PASSWORD",
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def resolve_redis_url(opts: dict[str, Any]) -> str:
+    if opts.get("redis_url"):
+        return str(opts["redis_url"])
+    host = opts.get("redis_host") or opts.get("legacy_host") or DEFAULT_REDIS_HOST
+    password = opts.get("redis_password") or opts.get("legacy_password")
+    return redis_url_from_parts(host, password, int(opts.get("redis_db") or 0))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="taskrunner")
+def cli() -> None:
+    """taskrunner: run shell commands pushed through Redis or HTTP, channel by channel."""
+
+
+@cli.command()
+@_option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+         callback=_load_config, help="TOML file with any of these options (flags and env win).")  # fmt: skip
+@redis_options
+@_option("--embedded-redis", type=click.Path(file_okay=False), default=None,
+         help="Start the bundled Valkey server with its data (AOF) in this directory.")  # fmt: skip
+@_option(
+    "--concurrent",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Default worker count of a channel.",
+)
+@_option(
+    "--channel-default",
+    default="default",
+    show_default=True,
+    help="Channel for jobs that name none.",
+)
+@_option("--http-addr", default="127.0.0.1:60001", show_default=True, help="HTTP listen HOST:PORT.")
+@_option(
+    "--pidfile", default="/tmp/task-runner.pid", show_default=True, help="Pidfile ('' for none)."
+)
+@_option(
+    "--task-mode/--no-task-mode",
+    default=True,
+    show_default=True,
+    help="Run jobs (off: route and serve HTTP only).",
+)
+@_option("--colorful-tty", is_flag=True, help="Colour the log on a terminal.")
+@_option("--shell", is_flag=True, help="Run each task with /bin/sh -c instead of splitting it.")
+@_option(
+    "--bin-path",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Directory of kingtask script jobs.",
+)
+@_option(
+    "--result-ttl",
+    type=int,
+    default=86400,
+    show_default=True,
+    help="Seconds a finished job's record is kept.",
+)
+@_option(
+    "--drain-timeout",
+    type=float,
+    default=50.0,
+    show_default=True,
+    help="Seconds running jobs get to finish on stop.",
+)
+@_option(
+    "--kill-grace",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL.",
+)
+@_option(
+    "--default-timeout",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Job timeout when neither job nor channel sets one (0: none).",
+)
+@_option(
+    "--lease",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds without heartbeat before a runner's jobs are handed back.",
+)
+@_option(
+    "--auth-token",
+    default=None,
+    help="Require 'Authorization: Bearer TOKEN' on HTTP (not /healthz).",
+)
+@_option("--insecure", is_flag=True, help="Allow a non-loopback --http-addr without --auth-token.")
+@_option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def run(**opts: Any) -> None:
+    """Run the task runner until SIGUSR2/TERM/INT/HUP, then drain and exit 0."""
+    logs.configure(
+        log_format=opts["log_format"], colour=opts["colorful_tty"], level=opts["log_level"]
+    )
+    try:
+        settings = _settings(opts)
+        settings.check_exposure()
+        with pidfile(settings.pidfile):
+            code = _serve(settings)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    sys.exit(code)
+
+
+def _settings(opts: dict[str, Any]) -> Settings:
+    unknown = set(opts) - SETTINGS_FIELDS - {
+        "redis_host", "redis_password", "redis_db", "legacy_host", "legacy_password",
+        "result_ttl", "drain_timeout", "kill_grace", "default_timeout", "lease", "embedded_redis",
+    }  # fmt: skip
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)}")
+    return Settings(
+        redis_url=resolve_redis_url(opts),
+        embedded_redis_dir=Path(opts["embedded_redis"]) if opts["embedded_redis"] else None,
+        concurrent=opts["concurrent"],
+        channel_default=opts["channel_default"],
+        http_addr=opts["http_addr"],
+        pidfile=Path(opts["pidfile"]) if opts["pidfile"] else None,
+        task_mode=opts["task_mode"],
+        colorful_tty=opts["colorful_tty"],
+        shell=opts["shell"],
+        bin_path=Path(opts["bin_path"]).resolve() if opts["bin_path"] else None,
+        result_ttl_s=opts["result_ttl"],
+        drain_timeout_s=opts["drain_timeout"],
+        kill_grace_s=opts["kill_grace"],
+        default_timeout_s=opts["default_timeout"],
+        lease_s=opts["lease"],
+        auth_token=opts["auth_token"] or None,
+        insecure=opts["insecure"],
+        log_format=opts["log_format"],
+        log_level=opts["log_level"],
+    )
+
+
+def _serve(settings: Settings) -> int:
+    embedded = None
+    if settings.embedded_redis_dir is not None:
+        embedded = EmbeddedRedis(settings.embedded_redis_dir)
+        embedded.start()
+    try:
+        url = embedded.url if embedded is not None else settings.redis_url
+        return uvloop.run(_serve_async(settings, url))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _serve_async(settings: Settings, url: str) -> int:
+    store = Store.from_url(url)
+    runner = Runner(settings, store)
+    try:
+        await runner.serve()
+    except StoreUnavailable as exc:
+        raise ConfigError(f"{exc} (is Redis running? set --redis-host or --redis-url)") from exc
+    finally:
+        await store.close()
+    log.info("taskrunner stopped%s", " after an internal failure" if runner.failed else "")
+    return EXIT_RUNTIME_FAILURE if runner.failed else 0
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"taskrunner: error: {message}", err=True)
+    sys.exit(code)
+
+
+# -- subcommands that talk to Redis directly --------------------------------------------------
+
+
+def _with_service(opts: dict[str, Any], work: Callable[[Service], Awaitable[T]]) -> T:
+    async def main() -> T:
+        store = Store.from_url(resolve_redis_url(opts))
+        try:
+            await store.ping()
+            settings = ServiceSettings(
+                runner_id="cli",
+                default_channel=opts.get("channel_default") or "default",
+                limits=Limits(),
+            )
+            return await work(Service(store, settings))
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except TaskRunnerError as exc:
+        _fail(str(exc), EXIT_USAGE)
+        raise  # unreachable: _fail exits
+
+
+def _emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2) if as_json else text())
+
+
+@cli.command()
+@redis_options
+@click.argument("task")
+@click.option("--channel", "-c", default="", help="Channel (default: the default channel).")
+@click.option("--id", "job_id", default=None, help="Caller-chosen job id (idempotency key).")
+@click.option("--timeout", type=float, default=None, help="Seconds before the job is killed.")
+@click.option("--dedup-key", default=None, help="What `distinct` compares instead of the argv.")
+@click.option(
+    "--arg", "args", multiple=True, help="Exact argv entry after the program (repeatable)."
+)
+@click.option(
+    "--channel-default", default="default", envvar="TASKRUNNER_CHANNEL_DEFAULT", hidden=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def push(task: str, channel: str, job_id: str | None, timeout: float | None, dedup_key: str | None,
+         args: Sequence[str], as_json: bool, **opts: Any) -> None:  # fmt: skip
+    """Queue TASK (a command line) in a channel; prints the job id."""
+    fields: dict[str, Any] = {
+        "task": task,
+        "channel": channel,
+        "id": job_id,
+        "timeout": timeout,
+        "dedup_key": dedup_key,
+    }
+    if args:
+        fields["args"] = list(args)
+    admission = _with_service(opts, lambda s: s.submit(fields, source="cli"))
+    data = {"id": admission.job_id, "result": admission.accepted, "status": admission.status}
+    _emit(
+        data,
+        as_json,
+        lambda: (
+            admission.job_id
+            if admission.accepted
+            else f"refused: duplicate of live job {admission.job_id}"
+        ),
+    )
+    if not admission.accepted:
+        sys.exit(EXIT_RUNTIME_FAILURE)
+
+
+@cli.command()
+@redis_options
+@click.option("--channel", "-c", default=None, help="Only this channel.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(channel: str | None, as_json: bool, **opts: Any) -> None:
+    """Queued, scheduled and running counts per channel."""
+    snaps = _with_service(opts, lambda s: s.snapshots(channel))
+    data = {
+        s.channel: {"queued": s.queued, "scheduled": s.scheduled, "running": s.running}
+        for s in snaps
+    }
+
+    def table() -> str:
+        rows = [f"{'CHANNEL':<24} {'QUEUED':>8} {'SCHEDULED':>10} {'RUNNING':>8}"]
+        rows += [f"{s.channel:<24} {s.queued:>8} {s.scheduled:>10} {s.running:>8}" for s in snaps]
+        return "\n".join(rows)
+
+    _emit(data, as_json, table)
+
+
+@cli.group()
+def queue() -> None:
+    """Create and list channels."""
+
+
+@queue.command("create")
+@redis_options
+@click.argument("name")
+@click.option(
+    "--distinct", is_flag=True, help="Refuse a job equal to one still live in the channel."
+)
+@click.option(
+    "--worker",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Worker count per runner (0: 5, like --concurrent).",
+)
+def queue_create(name: str, distinct: bool, worker: int, **opts: Any) -> None:
+    """Create channel NAME."""
+
+    async def work(service: Service) -> None:
+        await service.create_channel(
+            service.channel_config(name, distinct=distinct, worker_count=worker)
+        )
+
+    _with_service(opts, work)
+    click.echo(f"channel {name} created")
+
+
+@queue.command("list")
+@redis_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def queue_list(as_json: bool, **opts: Any) -> None:
+    """List channels with their settings."""
+    channels = _with_service(opts, lambda s: s.store.load_channels())
+    data = [c.as_dict() for _, c in sorted(channels.items())]
+
+    def table() -> str:
+        rows = [f"{'CHANNEL':<24} {'WORKERS':>7} {'DISTINCT':>8} {'PAUSED':>6}"]
+        rows += [
+            f"{c['name']:<24} {c['worker_count']:>7} {c['distinct']!s:>8} {c['paused']!s:>6}"
+            for c in data
+        ]
+        return "\n".join(rows)
+
+    _emit(data, as_json, table)
+
+
+# -- entry points -----------------------------------------------------------------------------
+
+GO_BOOL_FLAGS = {
+    "task-mode": ("--task-mode", "--no-task-mode"),
+    "colorful-tty": ("--colorful-tty", None),
+}
+
+
+def go_style_args(args: Sequence[str]) -> list[str]:
+    """Accept Go's single-dash long flags (`-redis-host x`, `-task-mode=false`)."""
+    long_names = {
+        name[2:]
+        for param in run.params
+        for name in (*param.opts, *param.secondary_opts)
+        if name.startswith("--")
+    }
+    out = []
+    for arg in args:
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+            name, sep, value = arg[1:].partition("=")
+            if name in GO_BOOL_FLAGS and sep:
+                on, off = GO_BOOL_FLAGS[name]
+                flag = on if value.lower() in ("1", "t", "true") else off
+                if flag is not None:
+                    out.append(flag)
+                continue
+            if name in long_names:
+                out.append(f"--{name}{sep}{value}")
+                continue
+        out.append(arg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "run":
+        args = ["run", *go_style_args(args[1:])]
+    cli.main(args=args, prog_name="taskrunner")
+
+
+def task_runner_main(argv: Sequence[str] | None = None) -> None:
+    """`task-runner`: upstream's entry point; with no subcommand it is `taskrunner run`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in cli.commands:
+        args = ["run", *args]
+    main(args)

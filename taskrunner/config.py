@@ -1,0 +1,125 @@
+"""Settings: one frozen dataclass, built from flags, TASKRUNNER_* variables and a TOML file."""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from taskrunner.errors import ConfigError, InvalidChannel
+from taskrunner.jobs import Limits, validate_channel_name
+
+# Config-file keys accepted as aliases of our own names (kingtask's worker.yaml names).
+CONFIG_ALIASES = {"result_keep_time": "result_ttl", "task_run_time": "default_timeout"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    embedded_redis_dir: Path | None = None
+    concurrent: int = 5
+    channel_default: str = "default"
+    http_addr: str = "127.0.0.1:60001"
+    pidfile: Path | None = Path("/tmp/task-runner.pid")
+    task_mode: bool = True
+    colorful_tty: bool = False
+    shell: bool = False
+    bin_path: Path | None = None
+    result_ttl_s: int = 86400
+    drain_timeout_s: float = 50.0
+    kill_grace_s: float = 5.0
+    default_timeout_s: float = 0.0
+    lease_s: float = 15.0
+    capture_bytes: int = 65536
+    dead_letter_cap: int = 10000
+    auth_token: str | None = field(default=None, repr=False)
+    insecure: bool = False
+    log_format: str = "text"
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        try:
+            validate_channel_name(self.channel_default)
+        except InvalidChannel as exc:
+            raise ConfigError(f"--channel-default: {exc}") from exc
+        _require(self.concurrent >= 1, f"--concurrent must be at least 1, got {self.concurrent}")
+        _require(self.result_ttl_s >= 1, "--result-ttl must be at least 1 second")
+        _require(self.drain_timeout_s >= 0, "--drain-timeout must be 0 or more seconds")
+        _require(self.kill_grace_s >= 0, "--kill-grace must be 0 or more seconds")
+        _require(self.default_timeout_s >= 0, "--default-timeout must be 0 or more seconds")
+        _require(self.lease_s >= 0.5, "--lease must be at least 0.5 seconds")
+        _require(self.capture_bytes >= 2, "--capture-bytes must be at least 2")
+        _require(
+            self.log_format in ("text", "json"),
+            f"--log-format must be text or json, got {self.log_format!r}",
+        )
+        self.http_host_port()  # validates the address
+        if self.bin_path is not None and not self.bin_path.is_dir():
+            raise ConfigError(f"--bin-path {self.bin_path} is not a directory: create it first")
+
+    def http_host_port(self) -> tuple[str, int]:
+        host, sep, port = self.http_addr.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(
+                f"--http-addr {self.http_addr!r} must be HOST:PORT, e.g. 127.0.0.1:60001"
+            )
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    @property
+    def http_is_loopback(self) -> bool:
+        host, _ = self.http_host_port()
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def check_exposure(self) -> None:
+        """Refuse a non-loopback listener without a token, unless --insecure."""
+        if not self.http_is_loopback and not self.auth_token and not self.insecure:
+            raise ConfigError(
+                f"--http-addr {self.http_addr} is reachable from other hosts and anyone who can"
+                " push can run commands: set --auth-token (or TASKRUNNER_AUTH_TOKEN), or pass"
+                " --insecure to accept the risk"
+            )
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def redis_url_from_parts(host: str, password: str | None, db: int) -> str:
+    """Upstream's `-redis-host HOST:PORT -redis-password X -redis-db N` as a URL."""
+    if ":" not in host:
+        raise ConfigError(f"--redis-host {host!r} must include the port, e.g. 127.0.0.1:6379")
+    _require(0 <= db <= 10000, f"--redis-db must be a database number, got {db}")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}/{db}"
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML config file into option names (dashes or underscores both accepted)."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from exc
+    section = data.get("taskrunner", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"--config {path}: [taskrunner] must be a table")
+    options = {}
+    for key, value in section.items():
+        name = key.replace("-", "_")
+        options[CONFIG_ALIASES.get(name, name)] = value
+    return options
+
+
+SETTINGS_FIELDS = frozenset(f.name for f in fields(Settings))

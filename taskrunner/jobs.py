@@ -1,0 +1,375 @@
+"""Jobs and channels as data: parsing and validation of ingress messages. Pure, no I/O."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+import shlex
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskrunner.errors import InvalidChannel, InvalidJob
+
+CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MAX_ARGS = 1024
+MAX_DEDUP_KEY_CHARS = 1024
+MAX_INTERVALS = 64
+MAX_SECONDS = 10 * 365 * 86400.0
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD = "dead"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.DEAD})
+
+
+def validate_channel_name(name: str) -> str:
+    """Return `name` if it is a valid channel name, else raise InvalidChannel saying why."""
+    if not isinstance(name, str) or not CHANNEL_NAME_RE.match(name):
+        raise InvalidChannel(
+            f"invalid channel name {name!r}: use 1-64 characters of A-Z a-z 0-9 _ . : -"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelConfig:
+    """A channel as stored in the `task:channels` hash (upstream's layout plus our fields)."""
+
+    name: str
+    distinct: bool = False
+    worker_count: int = 5
+    paused: bool = False
+    timeout_s: float = 0.0
+    retries: int = 0
+    retry_intervals: tuple[float, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "name": self.name,
+                "distinct": self.distinct,
+                "worker_count": self.worker_count,
+                "paused": self.paused,
+                "timeout": self.timeout_s,
+                "retries": self.retries,
+                "retry_intervals": list(self.retry_intervals),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, name: str, raw: str | bytes) -> ChannelConfig:
+        """Load a stored channel, tolerating upstream's layout and missing fields."""
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidChannel(f"channel {name!r} is stored as invalid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InvalidChannel(
+                f"channel {name!r} is stored as {type(data).__name__}, not an object"
+            )
+        return cls(
+            name=name,
+            distinct=_as_bool(data.get("distinct", False)),
+            worker_count=max(0, _as_int(data.get("worker_count", 5), "worker_count")),
+            paused=_as_bool(data.get("paused", False)),
+            timeout_s=_seconds(data.get("timeout", 0), "timeout"),
+            retries=max(0, _as_int(data.get("retries", 0), "retries")),
+            retry_intervals=parse_intervals(data.get("retry_intervals", ())),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(json.loads(self.to_json()))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One job as accepted from a producer, before any attempt."""
+
+    id: str
+    task: str
+    channel: str
+    args: tuple[str, ...] | None = None
+    ts: float | None = None
+    run_at: float | None = None
+    retries: int | None = None
+    retry_intervals: tuple[float, ...] = ()
+    timeout_s: float = 0.0
+    dedup_key: str | None = None
+    created_at: float = 0.0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def argv(self, *, shell: bool) -> tuple[str, ...]:
+        """The argv to execute: explicit args, `/bin/sh -c task`, or the shlex-split task."""
+        if self.args is not None:
+            return (self.task, *self.args)
+        if shell:
+            return ("/bin/sh", "-c", self.task)
+        return split_command(self.task)
+
+    def effective_dedup_key(self) -> str:
+        """What `distinct` compares: the caller's key, else program + argv."""
+        if self.dedup_key:
+            return self.dedup_key
+        if self.args is not None:
+            return json.dumps([self.task, *self.args], ensure_ascii=False)
+        return json.dumps(list(split_command(self.task)), ensure_ascii=False)
+
+    def to_record(self) -> dict[str, str]:
+        """The fields stored in the job's Redis hash at enqueue."""
+        record = {
+            "id": self.id,
+            "task": self.task,
+            "channel": self.channel,
+            "created_at": _fmt(self.created_at),
+            "attempt": "0",
+        }
+        optional: dict[str, str | None] = {
+            "args": None if self.args is None else json.dumps(list(self.args), ensure_ascii=False),
+            "ts": None if self.ts is None else _fmt(self.ts),
+            "run_at": None if self.run_at is None else _fmt(self.run_at),
+            "retries": None if self.retries is None else str(self.retries),
+            "retry_intervals": " ".join(_fmt(i) for i in self.retry_intervals) or None,
+            "timeout": _fmt(self.timeout_s) if self.timeout_s else None,
+            "dedup_key": self.dedup_key,
+        }
+        record.update({k: v for k, v in optional.items() if v is not None})
+        record.update(self.extra)
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, str]) -> Job:
+        """Rebuild a Job from its stored hash (fields as written by `to_record`)."""
+        args = record.get("args")
+        return cls(
+            id=record["id"],
+            task=record["task"],
+            channel=record["channel"],
+            args=None if args is None else tuple(json.loads(args)),
+            ts=_opt_float(record.get("ts")),
+            run_at=_opt_float(record.get("run_at")),
+            retries=None if record.get("retries") is None else int(record["retries"]),
+            retry_intervals=parse_intervals(record.get("retry_intervals", "")),
+            timeout_s=float(record.get("timeout", 0) or 0),
+            dedup_key=record.get("dedup_key"),
+            created_at=float(record.get("created_at", 0) or 0),
+        )
+
+
+def split_command(task: str) -> tuple[str, ...]:
+    """Split a command line with POSIX shell quoting rules (no shell involved)."""
+    try:
+        argv = tuple(shlex.split(task))
+    except ValueError as exc:
+        raise InvalidJob(f"task {task[:80]!r} cannot be split into arguments: {exc}") from exc
+    if not argv:
+        raise InvalidJob("task is blank: give the command line to run")
+    return argv
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Size limits on every input."""
+
+    max_message_bytes: int = 256 * 1024
+    max_task_chars: int = 64 * 1024
+
+
+def parse_message(
+    raw: bytes | str, *, default_channel: str, now: float, limits: Limits = Limits()
+) -> Job:
+    """Parse one `task:prepare:queue` message; raise InvalidJob naming what is wrong."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > limits.max_message_bytes:
+        raise InvalidJob(f"message is {size} bytes, over the limit of {limits.max_message_bytes}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJob(f"message is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidJob(f"message is a JSON {type(data).__name__}, expected an object")
+    fields = dict(data)
+    if "chan" in fields and "channel" not in fields:
+        fields["channel"] = fields.pop("chan")
+    return job_from_fields(fields, default_channel=default_channel, now=now, limits=limits)
+
+
+def job_from_fields(
+    fields: Mapping[str, Any], *, default_channel: str, now: float, limits: Limits = Limits()
+) -> Job:
+    """Build a Job from decoded fields (JSON values, or strings from a form)."""
+    task = fields.get("task")
+    if not isinstance(task, str) or not task.strip():
+        raise InvalidJob('"task" is required: a non-empty string with the command line to run')
+    if len(task) > limits.max_task_chars:
+        raise InvalidJob(
+            f'"task" is {len(task)} characters, over the limit of {limits.max_task_chars}'
+        )
+    channel = fields.get("channel")
+    if channel is None or channel == "":
+        channel = default_channel
+    if not isinstance(channel, str):
+        raise InvalidJob(f'"chan"/"channel" must be a string, got {type(channel).__name__}')
+    validate_channel_name(channel)
+    job_id = fields.get("id") or str(uuid.uuid4())
+    if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+        raise InvalidJob(f'"id" {job_id!r} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -')
+    intervals = parse_intervals(fields.get("retry_intervals"))
+    retries = _opt_int(fields.get("retries"), "retries")
+    if retries is None and intervals:
+        retries = len(intervals)
+    job = Job(
+        id=job_id,
+        task=task,
+        channel=channel,
+        args=_parse_args(fields.get("args")),
+        ts=_opt_number(fields.get("ts"), "ts"),
+        run_at=_run_at(fields, now),
+        retries=retries,
+        retry_intervals=intervals,
+        timeout_s=_seconds(fields.get("timeout"), "timeout"),
+        dedup_key=_dedup_key(fields.get("dedup_key")),
+        created_at=now,
+    )
+    if job.args is None:
+        split_command(task)  # refuse unbalanced quotes now, not at run time
+    return job
+
+
+def parse_intervals(value: Any) -> tuple[float, ...]:
+    """`"60 600 3600"` or `[60, 600, 3600]` -> (60.0, 600.0, 3600.0)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items: Sequence[Any] = value.replace(",", " ").split()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        raise InvalidJob(
+            f'"retry_intervals" must be a list of seconds or a space-separated string, got {value!r}'
+        )
+    if len(items) > MAX_INTERVALS:
+        raise InvalidJob(
+            f'"retry_intervals" has {len(items)} entries, over the limit of {MAX_INTERVALS}'
+        )
+    return tuple(_seconds(item, "retry_intervals") for item in items)
+
+
+def _parse_args(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidJob(f'"args" must be a JSON list of strings: {exc}') from exc
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise InvalidJob('"args" must be a list of strings (the argv after the program)')
+    if len(value) > MAX_ARGS:
+        raise InvalidJob(f'"args" has {len(value)} entries, over the limit of {MAX_ARGS}')
+    return tuple(value)
+
+
+def _run_at(fields: Mapping[str, Any], now: float) -> float | None:
+    run_at = _opt_number(fields.get("run_at"), "run_at")
+    delay = _opt_number(fields.get("delay"), "delay")
+    if run_at is not None and delay is not None:
+        raise InvalidJob('give either "run_at" or "delay", not both')
+    if delay is not None:
+        if delay < 0 or delay > MAX_SECONDS:
+            raise InvalidJob(
+                f'"delay" must be between 0 and {MAX_SECONDS:.0f} seconds, got {delay}'
+            )
+        return now + delay
+    if run_at is not None and run_at < 0:
+        raise InvalidJob(f'"run_at" must be unix seconds, got {run_at}')
+    return run_at
+
+
+def _dedup_key(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_DEDUP_KEY_CHARS:
+        raise InvalidJob(
+            f'"dedup_key" must be a string of at most {MAX_DEDUP_KEY_CHARS} characters'
+        )
+    return value
+
+
+def _opt_number(value: Any, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InvalidJob(f'"{name}" must be a number or a numeric string, got {value!r}')
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise InvalidJob(
+                f'"{name}" must be a number or a numeric string, got {value!r}'
+            ) from None
+    else:
+        raise InvalidJob(
+            f'"{name}" must be a number or a numeric string, got {type(value).__name__}'
+        )
+    if not math.isfinite(number):
+        raise InvalidJob(f'"{name}" must be a finite number, got {value!r}')
+    return number
+
+
+def _seconds(value: Any, name: str) -> float:
+    number = _opt_number(value, name)
+    if number is None:
+        return 0.0
+    if number < 0 or number > MAX_SECONDS:
+        raise InvalidJob(f'"{name}" must be between 0 and {MAX_SECONDS:.0f} seconds, got {number}')
+    return number
+
+
+def _opt_int(value: Any, name: str) -> int | None:
+    number = _opt_number(value, name)
+    if number is None:
+        return None
+    if number != int(number) or number < 0 or number > 1000:
+        raise InvalidJob(f'"{name}" must be a whole number between 0 and 1000, got {value!r}')
+    return int(number)
+
+
+def _as_int(value: Any, name: str) -> int:
+    number = _opt_int(value, name)
+    return 0 if number is None else number
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _opt_float(value: str | None) -> float | None:
+    return None if value is None or value == "" else float(value)
+
+
+def _fmt(number: float) -> str:
+    """Compact text for a number stored in Redis (`5`, `0.25`, `1491800000.123`)."""
+    return repr(int(number)) if number == int(number) else repr(number)

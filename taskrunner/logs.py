@@ -1,0 +1,61 @@
+"""Logging set-up: text lines (optionally coloured) or one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, Final
+
+CONTEXT_FIELDS: Final = ("job_id", "channel", "attempt", "pid")
+COLOURS: Final = {
+    "DEBUG": "\x1b[36m",
+    "INFO": "\x1b[32m",
+    "WARNING": "\x1b[33m",
+    "ERROR": "\x1b[31m",
+    "CRITICAL": "\x1b[41m",
+}
+RESET: Final = "\x1b[0m"
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, *, colour: bool) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        self.colour = colour
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if self.colour:
+            return f"{COLOURS.get(record.levelname, '')}{line}{RESET}"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure(*, log_format: str = "text", colour: bool = False, level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter(colour=colour and sys.stderr.isatty()))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

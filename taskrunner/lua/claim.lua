@@ -1,0 +1,20 @@
+-- Take up to N queued jobs of one channel for this runner (oldest first).
+-- KEYS: 1 channel queue, 2 runner's job set, 3 channel running set
+-- ARGV: 1 n, 2 runner id, 3 now (unix seconds), 4 job key prefix, 5.. fields to return
+-- Returns one array per claimed job: the values of ARGV[5..] in order.
+local out = {}
+local wanted = {}
+for i = 5, #ARGV do wanted[#wanted + 1] = ARGV[i] end
+for _ = 1, tonumber(ARGV[1]) do
+  local id = redis.call('RPOP', KEYS[1])
+  if not id then break end
+  local key = ARGV[4] .. id
+  if redis.call('HGET', key, 'state') == 'queued' then
+    redis.call('HINCRBY', key, 'attempt', 1)
+    redis.call('HSET', key, 'state', 'running', 'runner', ARGV[2], 'started_at', ARGV[3])
+    redis.call('SADD', KEYS[2], id)
+    redis.call('SADD', KEYS[3], id)
+    out[#out + 1] = redis.call('HMGET', key, unpack(wanted))
+  end
+end
+return out

@@ -1,0 +1,53 @@
+-- Admit one job: idempotency on its id, `distinct` dedup, then queue or schedule it.
+-- KEYS: 1 channels hash, 2 job hash, 3 channel queue, 4 channel scheduled zset,
+--       5 channel distinct hash, 6 stats hash, 7 ingress in-flight list
+-- ARGV: 1 channel, 2 job id, 3 dedup key, 4 raw message to drop from KEYS[7] ('' = none),
+--       5 due ms (0 = now), 6 job key prefix, 7 wake channel, 8 schedule channel,
+--       9.. record field/value pairs
+-- Returns {status, id}: 'ok' with the new id, 'duplicate' with the live job's id, 'nochan'.
+local conf = redis.call('HGET', KEYS[1], ARGV[1])
+if not conf then return {'nochan', ''} end
+local ok, decoded = pcall(cjson.decode, conf)
+local distinct = ok and type(decoded) == 'table'
+  and (decoded.distinct == true or decoded.distinct == 'true' or decoded.distinct == 1)
+
+local function live(key)
+  local state = redis.call('HGET', key, 'state')
+  return state and state ~= 'succeeded' and state ~= 'failed'
+    and state ~= 'cancelled' and state ~= 'dead'
+end
+local function drop_raw()
+  if ARGV[4] ~= '' then redis.call('LREM', KEYS[7], 1, ARGV[4]) end
+end
+local function refuse(id)
+  drop_raw()
+  redis.call('HINCRBY', KEYS[6], 'refused', 1)
+  return {'duplicate', id}
+end
+
+if live(KEYS[2]) then return refuse(ARGV[2]) end
+if distinct then
+  local holder = redis.call('HGET', KEYS[5], ARGV[3])
+  if holder and live(ARGV[6] .. holder) then return refuse(holder) end
+  redis.call('HSET', KEYS[5], ARGV[3], ARGV[2])
+end
+
+redis.call('DEL', KEYS[2])
+local fields = {}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], unpack(fields))
+if distinct then redis.call('HSET', KEYS[2], 'dedup', ARGV[3]) end
+
+local due = tonumber(ARGV[5])
+if due > 0 then
+  redis.call('HSET', KEYS[2], 'state', 'scheduled', 'due_at', ARGV[5])
+  redis.call('ZADD', KEYS[4], due, ARGV[2])
+  if redis.call('ZRANGE', KEYS[4], 0, 0)[1] == ARGV[2] then
+    redis.call('PUBLISH', ARGV[8], ARGV[1] .. ' ' .. ARGV[5])
+  end
+else
+  redis.call('HSET', KEYS[2], 'state', 'queued')
+  if redis.call('LPUSH', KEYS[3], ARGV[2]) == 1 then redis.call('PUBLISH', ARGV[7], ARGV[1]) end
+end
+drop_raw()
+return {'ok', ARGV[2]}

@@ -1,0 +1,436 @@
+"""The runner process: wires store, channels, ingress, scheduler and HTTP; owns lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from taskrunner.api.app import build_app
+from taskrunner.channel import DRAIN, FENCED, ChannelWorker, ExecPolicy
+from taskrunner.config import Settings
+from taskrunner.errors import ConfigError, InvalidJob
+from taskrunner.jobs import ChannelConfig, parse_message
+from taskrunner.scheduler import Scheduler
+from taskrunner.service import Service, ServiceSettings
+from taskrunner.store import CONNECTION_ERRORS, Store
+
+log = logging.getLogger("taskrunner.runner")
+
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+CHANNEL_REFRESH_S = 1.0
+INGRESS_BLOCK_S = 1.0
+
+
+def new_runner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Runner:
+    """One `taskrunner run` process. `serve()` runs until a stop signal, then drains."""
+
+    def __init__(self, settings: Settings, store: Store, *, runner_id: str | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.runner_id = runner_id or new_runner_id()
+        self.service = Service(
+            store,
+            ServiceSettings(
+                runner_id=self.runner_id,
+                default_channel=settings.channel_default,
+                concurrent=settings.concurrent,
+                limits=settings.limits,
+            ),
+        )
+        self.policy = ExecPolicy(
+            runner_id=self.runner_id,
+            shell=settings.shell,
+            kill_grace_s=settings.kill_grace_s,
+            default_timeout_s=settings.default_timeout_s,
+            capture_bytes=settings.capture_bytes,
+            result_ttl_s=settings.result_ttl_s,
+            bin_path=settings.bin_path,
+            task_mode=settings.task_mode,
+        )
+        self.workers: dict[str, ChannelWorker] = {}
+        self.scheduler = Scheduler(store, lambda: list(self.workers))
+        self.stop_requested = asyncio.Event()
+        self.force_requested = asyncio.Event()
+        self.draining = False
+        self._intake_open = True
+        self._refresh = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._worker_tasks: dict[str, asyncio.Task[None]] = {}
+        self._connected_since = time.monotonic()
+        self._web: web.AppRunner | None = None
+        self.failed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Start, wait for a stop signal, drain, stop. Raises ConfigError on startup failures."""
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        try:
+            await self.start()
+            await self.stop_requested.wait()
+            await self.drain()
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+            await self.close()
+
+    def request_stop(self, sig: int | None = None) -> None:
+        """Signal handler: first call drains, a second one skips the wait."""
+        name = signal.Signals(sig).name if sig else "request"
+        if self.stop_requested.is_set():
+            log.warning("%s again: skipping the drain wait", name)
+            self.force_requested.set()
+        else:
+            log.info("%s received: draining (again to skip the wait)", name)
+            self.stop_requested.set()
+
+    async def start(self) -> None:
+        await self.store.ping()
+        await self.store.register_runner(self.runner_id)
+        await self.service.ensure_default_channels()
+        await self._sync_channels()
+        self._spawn(self._ingress_loop(), "ingress")
+        self._spawn(self._channel_loop(), "channels")
+        self._spawn(self._events_loop(), "events")
+        self._spawn(self._heartbeat_loop(), "heartbeat")
+        self._spawn(self._recovery_loop(), "recovery")
+        self._spawn(self.scheduler.run(), "scheduler")
+        await self._start_http()
+        log.info(
+            "taskrunner started: runner=%s redis=%s http=%s channels=%s task_mode=%s",
+            self.runner_id, self.store.url_for_logs, self.settings.http_addr,
+            ",".join(f"{n}({w.config.worker_count})" for n, w in sorted(self.workers.items())),
+            self.settings.task_mode,
+        )  # fmt: skip
+
+    async def _start_http(self) -> None:
+        app = build_app(self)
+        self._web = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._web.setup()
+        host, port = self.settings.http_host_port()
+        site = web.TCPSite(self._web, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on --http-addr {self.settings.http_addr}: {exc.strerror}"
+            ) from exc
+
+    async def drain(self) -> None:
+        """Three logged phases: stop intake; wait for running jobs; kill and hand back the rest."""
+        self.draining = True
+        self._intake_open = False
+        self.scheduler.close()
+        for worker in self.workers.values():
+            worker.close()
+        await asyncio.gather(*self._worker_tasks.values(), return_exceptions=True)
+        running = self.running_count()
+        log.info("drain 1/3: intake stopped; %d jobs running, queued jobs stay in Redis", running)
+        idle = asyncio.ensure_future(self._wait_idle(self.settings.drain_timeout_s))
+        force = asyncio.ensure_future(self.force_requested.wait())
+        await asyncio.wait([idle, force], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (idle, force):
+            waiter.cancel()
+        await asyncio.gather(idle, force, return_exceptions=True)
+        left = self.running_count()
+        log.info("drain 2/3: %d jobs finished, %d still running", max(0, running - left), left)
+        killed = sum(w.terminate_all(DRAIN) for w in self.workers.values())
+        await self._wait_idle(None)
+        log.info("drain 3/3: %d jobs killed and handed back to their queues", killed)
+
+    async def _wait_idle(self, timeout_s: float | None) -> None:
+        await asyncio.gather(*(w.wait_idle(timeout_s) for w in self.workers.values()))
+
+    async def close(self) -> None:
+        """Idempotent teardown in reverse order of setup."""
+        self._intake_open = False
+        loops, self._loops = self._loops, []
+        for task in loops:
+            task.cancel()
+        for task in loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for worker in self.workers.values():
+            worker.close()
+            worker.terminate_all(DRAIN)
+        await self._wait_idle(None)
+        for task in self._worker_tasks.values():
+            task.cancel()
+        self._worker_tasks.clear()
+        if self._web is not None:
+            web_runner, self._web = self._web, None
+            await web_runner.cleanup()
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            restored = await self.store.restore_inflight(self.runner_id)
+            if restored:
+                log.info("%d unrouted messages put back on the prepare queue", restored)
+            await self.store.unregister_runner(self.runner_id)
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        task.add_done_callback(self._loop_done)
+        self._loops.append(task)
+
+    def _loop_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "internal loop %s failed: %r; stopping",
+                task.get_name(),
+                task.exception(),
+                exc_info=task.exception(),
+            )
+            self.failed = True
+            self.stop_requested.set()
+
+    def running_count(self) -> int:
+        return sum(w.running_count for w in self.workers.values())
+
+    # -- ingress --------------------------------------------------------------------------
+
+    async def _ingress_loop(self) -> None:
+        if not self.settings.task_mode:
+            log.info("--no-task-mode: routing jobs but running none")
+        backoff = _Backoff("take from the prepare queue")
+        resync = False
+        while self._intake_open:
+            try:
+                if resync:  # a reply may have been lost: route what we hold before taking more
+                    for held in await self.store.inflight_messages(self.runner_id):
+                        await self.route(held)
+                    resync = False
+                raw = await self.store.take_message(self.runner_id, timeout_s=INGRESS_BLOCK_S)
+                if raw is not None:
+                    await self.route(raw)
+                backoff.ok()
+            except CONNECTION_ERRORS as exc:
+                resync = True
+                self._connection_lost()
+                await backoff.wait(exc)
+
+    async def route(self, raw: bytes) -> None:
+        """Route one message taken from the prepare queue (it is in our in-flight list)."""
+        try:
+            job = parse_message(
+                raw,
+                default_channel=self.settings.channel_default,
+                now=time.time(),
+                limits=self.settings.limits,
+            )
+        except InvalidJob as exc:
+            await self._dead_letter(raw, str(exc))
+            return
+        admission = await self.store.enqueue(job, runner_id=self.runner_id, raw=raw)
+        if admission.status == "nochan":
+            await self._dead_letter(
+                raw,
+                f"unknown channel {job.channel!r}: create it with POST /queue or `taskrunner queue create`",
+            )
+        elif admission.status == "duplicate":
+            log.info(
+                "job refused: duplicate of live job %s in channel %s",
+                admission.job_id,
+                job.channel,
+                extra={"job_id": admission.job_id, "channel": job.channel},
+            )
+        else:
+            log.debug(
+                "job %s queued in %s",
+                job.id,
+                job.channel,
+                extra={"job_id": job.id, "channel": job.channel},
+            )
+
+    async def _dead_letter(self, raw: bytes, reason: str) -> None:
+        count = await self.store.dead_letter(
+            raw=raw,
+            reason=reason,
+            runner_id=self.runner_id,
+            source="prepare_queue",
+            cap=self.settings.dead_letter_cap,
+        )
+        log.warning("dead-lettered message #%d: %s: %.200r", count, reason, raw)
+
+    # -- channels -------------------------------------------------------------------------
+
+    async def _channel_loop(self) -> None:
+        backoff = _Backoff("reload channels")
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh.wait(), CHANNEL_REFRESH_S)
+            self._refresh.clear()
+            try:
+                await self._sync_channels()
+                backoff.ok()
+            except CONNECTION_ERRORS as exc:
+                self._connection_lost()
+                await backoff.wait(exc)
+
+    async def _sync_channels(self) -> None:
+        configs = await self.store.load_channels()
+        for name, config in configs.items():
+            if name in self.workers:
+                self.workers[name].update(config)
+            elif not self.draining:
+                self._add_worker(config)
+        for name in [n for n in self.workers if n not in configs]:
+            log.info("channel %s deleted: no new jobs will start here", name)
+            self.workers[name].close()
+            if not self.workers[name].running_count:
+                self.workers.pop(name)
+                self._worker_tasks.pop(name, None)
+
+    def _add_worker(self, config: ChannelConfig) -> None:
+        worker = ChannelWorker(config, store=self.store, policy=self.policy)
+        self.workers[config.name] = worker
+        task = asyncio.create_task(worker.run(), name=f"channel:{config.name}")
+        task.add_done_callback(self._loop_done)
+        self._worker_tasks[config.name] = task
+        self.scheduler.kick()
+
+    # -- pub/sub wake-ups -----------------------------------------------------------------
+
+    async def _events_loop(self) -> None:
+        keys = self.store.keys
+        handlers: dict[str, Callable[[str], None]] = {
+            keys.wake_events: self._on_wake,
+            keys.schedule_events: self._on_schedule,
+            keys.channel_events: lambda _name: self._refresh.set(),
+        }
+        backoff = _Backoff("listen for wake-ups")
+        while True:
+            try:
+                async with self.store.subscribe(*handlers) as pubsub:
+                    self._wake_everything()  # anything published while we were not listening
+                    backoff.ok()
+                    async for message in pubsub.listen():
+                        channel = _text(message["channel"])
+                        handlers[channel](_text(message["data"]))
+            except CONNECTION_ERRORS as exc:
+                self._connection_lost()
+                await backoff.wait(exc)
+
+    def _on_wake(self, channel: str) -> None:
+        worker = self.workers.get(channel)
+        if worker is not None:
+            worker.wake()
+
+    def _on_schedule(self, payload: str) -> None:
+        _, _, due_ms = payload.partition(" ")
+        with contextlib.suppress(ValueError):
+            self.scheduler.kick(int(due_ms) / 1000)
+
+    def _wake_everything(self) -> None:
+        for worker in self.workers.values():
+            worker.wake()
+        self.scheduler.kick()
+        self._refresh.set()
+
+    # -- liveness and recovery ------------------------------------------------------------
+
+    def _connection_lost(self) -> None:
+        self._connected_since = time.monotonic()
+
+    async def _heartbeat_loop(self) -> None:
+        interval_s = self.settings.lease_s / 5
+        backoff = _Backoff("send heartbeat", max_s=interval_s)
+        while True:
+            try:
+                alive = await self.store.heartbeat(self.runner_id)
+                backoff.ok()
+            except CONNECTION_ERRORS as exc:
+                self._connection_lost()
+                await backoff.wait(exc)
+                continue
+            if not alive:
+                await self._fenced()
+            await asyncio.sleep(interval_s)
+
+    async def _fenced(self) -> None:
+        """Another runner declared us dead and took our jobs: stop our copies, rejoin."""
+        stopped = sum(w.terminate_all(FENCED) for w in self.workers.values())
+        log.error(
+            "this runner was declared dead (no heartbeat for %.1f s); stopped %d jobs now run elsewhere",
+            self.settings.lease_s,
+            stopped,
+        )
+        await self._wait_idle(None)
+        await self.store.register_runner(self.runner_id)
+
+    async def _recovery_loop(self) -> None:
+        interval_s = min(self.settings.lease_s / 3, 5.0)
+        backoff = _Backoff("recover jobs of dead runners")
+        while True:
+            await asyncio.sleep(interval_s)
+            # Only judge others after being connected a full lease ourselves: after an outage
+            # every runner needs that long to refresh its heartbeat.
+            if time.monotonic() - self._connected_since < self.settings.lease_s:
+                continue
+            try:
+                await self.recover_dead_runners()
+                backoff.ok()
+            except CONNECTION_ERRORS as exc:
+                self._connection_lost()
+                await backoff.wait(exc)
+
+    async def recover_dead_runners(self) -> int:
+        handed = 0
+        for dead in await self.store.stale_runners(lease_s=self.settings.lease_s):
+            if dead == self.runner_id:
+                continue
+            jobs = await self.store.runner_job_channels(dead)
+            for job_id, channel in jobs.items():
+                if await self.store.hand_back(
+                    runner_id=dead, job_id=job_id, channel=channel, reason="runner lost"
+                ):
+                    handed += 1
+            messages = await self.store.restore_inflight(dead)
+            await self.store.forget_runner(dead)
+            log.warning(
+                "runner %s lost (no heartbeat for %.1f s): %d jobs handed back, %d messages re-queued",
+                dead, self.settings.lease_s, len(jobs), messages,
+            )  # fmt: skip
+        return handed
+
+
+class _Backoff:
+    """Exponential backoff that logs the first failure and the recovery, not every retry."""
+
+    def __init__(self, what: str, *, max_s: float = 5.0) -> None:
+        self.what = what
+        self.max_s = max_s
+        self.delay_s = 0.1
+        self.failing = False
+
+    async def wait(self, exc: BaseException) -> None:
+        if not self.failing:
+            log.warning("Redis lost: cannot %s (%s); retrying with backoff", self.what, exc)
+        self.failing = True
+        await asyncio.sleep(self.delay_s)
+        self.delay_s = min(self.delay_s * 2, self.max_s)
+
+    def ok(self) -> None:
+        if self.failing:
+            log.info("Redis back: %s works again", self.what)
+        self.failing = False
+        self.delay_s = 0.1
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

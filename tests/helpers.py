@@ -1,0 +1,211 @@
+"""Test helpers: real Redis/Valkey server processes, free ports, and polling instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Literal
+
+from taskrunner.embedded import valkey_binary
+
+ServerKind = Literal["redis", "valkey"]
+SERVER_KINDS: tuple[ServerKind, ...] = ("redis", "valkey")
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (chosen by the kernel)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_binary(kind: ServerKind) -> Path | None:
+    """The server binary for `kind`: redis-server from PATH (None if absent), bundled Valkey."""
+    if kind == "valkey":
+        return valkey_binary()
+    found = shutil.which("redis-server")
+    return Path(found) if found else None
+
+
+class RedisServer:
+    """One redis-server / valkey-server process for tests: loopback only, no persistence.
+
+    `stop()`, `start()` and `restart()` keep the port and the dir, so a test can take the server
+    away under a client and bring it back. Data does not survive a restart (no RDB, no AOF).
+    """
+
+    def __init__(self, kind: ServerKind, binary: Path, dir: Path, *, port: int | None = None):
+        self.kind = kind
+        self.binary = binary
+        self.dir = dir
+        self.port = port if port is not None else free_port()
+        self.log_path = dir / "server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError(f"{self!r} is not started")
+        return self._process.pid
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the process and wait until it answers PING; raise RuntimeError with its log."""
+        if self._process is not None:
+            raise RuntimeError(f"{self!r} is already started")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self._argv(), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+
+    def stop(self) -> None:
+        """Stop with SIGTERM (SIGKILL if it hangs) and reap the process. Idempotent."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """Crash the server: SIGKILL and reap. Idempotent."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def ensure_running(self) -> None:
+        """Start the server again if a test stopped or crashed it (reaping a dead process)."""
+        if not self.is_running():
+            self.kill()
+            self.start()
+
+    def restart(self) -> None:
+        """Stop, then start again on the same port with the same dir."""
+        self.stop()
+        self.start()
+
+    def __repr__(self) -> str:
+        return f"<RedisServer {self.kind} {self.url}>"
+
+    def _argv(self) -> list[str]:
+        return [
+            str(self.binary),
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", "",
+        ]  # fmt: skip
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._answers_ping():
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"{self!r} exited with {self._process.returncode} at start; "
+                    f"log {self.log_path}:\n{self._log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self!r} did not answer PING within {START_TIMEOUT_S} s; "
+                    f"log {self.log_path}:\n{self._log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _log_tail(self, max_bytes: int = 4000) -> str:
+        try:
+            return self.log_path.read_bytes()[-max_bytes:].decode(errors="replace")
+        except OSError:
+            return "(no log)"
+
+
+async def wait_until(
+    predicate: Callable[[], object] | Callable[[], Awaitable[object]],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.02,
+    message: str = "",
+) -> None:
+    """Poll `predicate` (sync or async) until it returns something truthy.
+
+    Raises AssertionError naming `message` (or the predicate) after `timeout_s`. The predicate is
+    evaluated at least once; exceptions it raises propagate.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if loop.time() >= deadline:
+            raise AssertionError(_timeout_message(predicate, timeout_s, message, result))
+        await asyncio.sleep(interval_s)
+
+
+def wait_until_sync(
+    predicate: Callable[[], object],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.02,
+    message: str = "",
+) -> None:
+    """The blocking twin of `wait_until`, for sync tests and fixtures (sync predicates only)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # no "never awaited" warning on top of the TypeError
+            raise TypeError("wait_until_sync got an async predicate: use `await wait_until(...)`")
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(_timeout_message(predicate, timeout_s, message, result))
+        time.sleep(interval_s)
+
+
+def _timeout_message(predicate: object, timeout_s: float, message: str, last: object) -> str:
+    what = message or getattr(predicate, "__qualname__", repr(predicate))
+    return f"timed out after {timeout_s} s waiting for {what} (last result: {last!r})"
