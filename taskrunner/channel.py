@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from taskrunner.aio import wait_event
 from taskrunner.errors import InvalidJob, SpawnError
 from taskrunner.executor import ExecResult, ExecSpec, Execution
 from taskrunner.jobs import ChannelConfig, Job, JobState
@@ -108,8 +108,7 @@ class ChannelWorker:
                 await self._sleep(5.0)  # a wake-up comes through pub/sub; this is a safety net
 
     async def _sleep(self, timeout_s: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
+        await wait_event(self._wake, timeout_s)
         self._wake.clear()
 
     def _start(self, claimed: Claimed) -> None:

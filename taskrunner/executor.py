@@ -94,18 +94,6 @@ def describe_signal(signum: int) -> str:
 class _Capture:
     """Drains one pipe without blocking; keeps its first and last bytes up to a cap."""
 
-    __slots__ = (
-        "_fd",
-        "_file",
-        "_head",
-        "_head_cap",
-        "_loop",
-        "_seen",
-        "_tail",
-        "_tail_cap",
-        "eof",
-    )
-
     def __init__(self, *, loop: asyncio.AbstractEventLoop, file: IO[bytes], cap_bytes: int) -> None:
         self._loop = loop
         self._file = file
@@ -217,7 +205,13 @@ class Execution:
         self._stop_group()
 
     async def wait(self) -> ExecResult:
-        """Wait for the leader, clear its group, drain the pipes; return the result once."""
+        """Wait for the leader, clear its group, drain the pipes; return the result once.
+
+        Cancelling the awaiting task SIGKILLs the group and reaps it before CancelledError
+        propagates. A task cancelled before it ever entered wait() cannot do that: call
+        terminate() then (``await Execution.start()`` never suspends, so awaiting wait() right
+        after start() leaves no such gap).
+        """
         if self._awaited:
             raise RuntimeError("Execution.wait() may only be awaited once")
         self._awaited = True

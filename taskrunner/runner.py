@@ -14,11 +14,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
+from taskrunner.aio import wait_event
 from taskrunner.api.app import build_app
 from taskrunner.channel import DRAIN, FENCED, ChannelWorker, ExecPolicy
 from taskrunner.config import Settings
-from taskrunner.errors import ConfigError, InvalidJob
+from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob
 from taskrunner.jobs import ChannelConfig, parse_message
 from taskrunner.scheduler import Scheduler
 from taskrunner.service import Service, ServiceSettings
@@ -73,6 +75,7 @@ class Runner:
         self._connected_since = time.monotonic()
         self._web: web.AppRunner | None = None
         self.failed = False
+        self._closing = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -160,6 +163,8 @@ class Runner:
     async def close(self) -> None:
         """Idempotent teardown in reverse order of setup."""
         self._intake_open = False
+        self._closing = True  # loops also check this: a swallowed cancel cannot keep one alive
+        self._refresh.set()
         loops, self._loops = self._loops, []
         for task in loops:
             task.cancel()
@@ -223,6 +228,9 @@ class Runner:
                 resync = True
                 self._connection_lost()
                 await backoff.wait(exc)
+            except RedisError as exc:  # e.g. OOM or a READONLY replica: retry, keep the message
+                resync = True
+                await backoff.wait(exc)
 
     async def route(self, raw: bytes) -> None:
         """Route one message taken from the prepare queue (it is in our in-flight list)."""
@@ -233,7 +241,7 @@ class Runner:
                 now=time.time(),
                 limits=self.settings.limits,
             )
-        except InvalidJob as exc:
+        except (InvalidJob, InvalidChannel) as exc:
             await self._dead_letter(raw, str(exc))
             return
         admission = await self.store.enqueue(job, runner_id=self.runner_id, raw=raw)
@@ -271,9 +279,8 @@ class Runner:
 
     async def _channel_loop(self) -> None:
         backoff = _Backoff("reload channels")
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._refresh.wait(), CHANNEL_REFRESH_S)
+        while not self._closing:
+            await wait_event(self._refresh, CHANNEL_REFRESH_S)
             self._refresh.clear()
             try:
                 await self._sync_channels()
@@ -314,7 +321,7 @@ class Runner:
             keys.channel_events: lambda _name: self._refresh.set(),
         }
         backoff = _Backoff("listen for wake-ups")
-        while True:
+        while not self._closing:
             try:
                 async with self.store.subscribe(*handlers) as pubsub:
                     self._wake_everything()  # anything published while we were not listening
@@ -350,7 +357,7 @@ class Runner:
     async def _heartbeat_loop(self) -> None:
         interval_s = self.settings.lease_s / 5
         backoff = _Backoff("send heartbeat", max_s=interval_s)
-        while True:
+        while not self._closing:
             try:
                 alive = await self.store.heartbeat(self.runner_id)
                 backoff.ok()
@@ -376,7 +383,7 @@ class Runner:
     async def _recovery_loop(self) -> None:
         interval_s = min(self.settings.lease_s / 3, 5.0)
         backoff = _Backoff("recover jobs of dead runners")
-        while True:
+        while not self._closing:
             await asyncio.sleep(interval_s)
             # Only judge others after being connected a full lease ourselves: after an outage
             # every runner needs that long to refresh its heartbeat.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 
+from taskrunner.aio import wait_event
 from taskrunner.store import CONNECTION_ERRORS, Store
 
 log = logging.getLogger("taskrunner.scheduler")
@@ -68,5 +68,4 @@ class Scheduler:
         return earliest
 
     async def _wait(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kick.wait(), timeout_s)
+        await wait_event(self._kick, timeout_s)

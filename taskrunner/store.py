@@ -152,11 +152,14 @@ class Store:
         }  # fmt: skip
 
     @classmethod
-    def from_url(cls, url: str, *, keys: Keys = Keys(), socket_timeout_s: float = 15.0) -> Store:
+    def from_url(cls, url: str, *, keys: Keys = Keys()) -> Store:
+        # No socket_timeout: redis-py wraps every write in `asyncio.wait_for` when one is set,
+        # and on Python 3.11 that can swallow a task's cancellation, so a loop could never be
+        # stopped. Blocking reads carry their own timeouts (BLMOVE) and keepalive finds dead peers.
         client = aioredis.Redis.from_url(
             url,
-            socket_timeout=socket_timeout_s,
             socket_connect_timeout=5.0,
+            socket_keepalive=True,
             health_check_interval=30,
             decode_responses=False,
         )

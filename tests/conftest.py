@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from harness import RunnerHarness
 from helpers import SERVER_KINDS, RedisServer, ServerKind, server_binary
 from redis import Redis as SyncRedis
 
@@ -73,3 +74,13 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def runners(redis_url: str) -> AsyncIterator[RunnerHarness]:
+    """Start in-process runners with `await runners.start(**settings)`; all stop after the test."""
+    harness = RunnerHarness(redis_url)
+    try:
+        yield harness
+    finally:
+        await harness.stop_all()

@@ -40,14 +40,24 @@ def server_binary(kind: ServerKind) -> Path | None:
 
 
 class RedisServer:
-    """One redis-server / valkey-server process for tests: loopback only, no persistence.
+    """One redis-server / valkey-server process for tests: loopback only, no persistence
+    unless `appendonly=True` (AOF, fsync always: a restart keeps every write).
 
     `stop()`, `start()` and `restart()` keep the port and the dir, so a test can take the server
     away under a client and bring it back. Data does not survive a restart (no RDB, no AOF).
     """
 
-    def __init__(self, kind: ServerKind, binary: Path, dir: Path, *, port: int | None = None):
+    def __init__(
+        self,
+        kind: ServerKind,
+        binary: Path,
+        dir: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+    ):
         self.kind = kind
+        self.appendonly = appendonly
         self.binary = binary
         self.dir = dir
         self.port = port if port is not None else free_port()
@@ -124,7 +134,8 @@ class RedisServer:
             "--bind", HOST,
             "--dir", str(self.dir),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
             "--daemonize", "no",
             "--protected-mode", "yes",
             "--logfile", "",

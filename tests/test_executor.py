@@ -232,7 +232,14 @@ def test_cancelled_wait_kills_and_reaps_before_raising(on_loop: OnLoop, tmp_path
 
     async def scenario() -> tuple[int, int]:
         execution = await Execution.start(spec)
-        waiter = asyncio.ensure_future(execution.wait())
+        waiting = asyncio.Event()
+
+        async def wait_for_result() -> ExecResult:
+            waiting.set()  # no suspension between here and the first await inside wait()
+            return await execution.wait()
+
+        waiter = asyncio.ensure_future(wait_for_result())
+        await waiting.wait()
         await wait_until(lambda: marker.exists() and marker.read_text().strip() != "")
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -16,6 +16,7 @@ HealthCheck = Callable[[], dict[str, Any]]
 HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
 
 JSON_UTF8 = "application/json"
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def envelope(data: Any, *, status: int = 200, message: str = "ok", **extra: Any) -> web.Response:
@@ -42,11 +43,16 @@ async def read_fields(request: web.Request, *, include_query: bool = False) -> d
             if not isinstance(data, dict):
                 raise InvalidJob(f"body must be a JSON object, got {type(data).__name__}")
             fields.update(data)
-    elif request.body_exists:
+    elif request.content_type in FORM_TYPES:
         form = await request.post()
         for name in form:
             values = form.getall(name)
             if any(not isinstance(v, str) for v in values):
                 raise InvalidJob(f"field {name!r} must be text, not a file upload")
             fields[name] = values[0] if len(values) == 1 else list(values)
+    elif request.body_exists:
+        raise web.HTTPUnsupportedMediaType(
+            reason=f"unsupported Content-Type {request.content_type}: send JSON"
+            " (application/json) or a form (urlencoded or multipart)"
+        )
     return fields

@@ -1,0 +1,97 @@
+"""In-process runners for tests: real Runner objects on the session's Redis server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from helpers import free_port, wait_until
+
+from taskrunner.config import Settings
+from taskrunner.runner import Runner
+from taskrunner.store import Store
+
+
+def make_settings(redis_url: str, **overrides: Any) -> Settings:
+    base = Settings(
+        redis_url=redis_url,
+        http_addr=f"127.0.0.1:{free_port()}",
+        pidfile=None,
+        lease_s=1.0,
+        kill_grace_s=0.5,
+        drain_timeout_s=5.0,
+    )
+    return replace(base, **overrides)
+
+
+class RunnerHarness:
+    """Starts runners and stops every one it started, in reverse order."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.runners: list[Runner] = []
+
+    async def start(self, **overrides: Any) -> Runner:
+        settings = make_settings(self.redis_url, **overrides)
+        runner = Runner(settings, Store.from_url(settings.redis_url))
+        self.runners.append(runner)
+        await runner.start()
+        return runner
+
+    async def stop(self, runner: Runner) -> None:
+        if runner in self.runners:
+            self.runners.remove(runner)
+            with contextlib.suppress(Exception):
+                await runner.drain()
+            await runner.close()
+            await runner.store.close()
+
+    async def stop_all(self) -> None:
+        for runner in reversed(list(self.runners)):
+            await self.stop(runner)
+
+
+def base_url(runner: Runner) -> str:
+    return f"http://{runner.settings.http_addr}"
+
+
+async def http(
+    runner: Runner,
+    method: str,
+    path: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> tuple[int, Any]:
+    """One request; returns (status, decoded JSON or text)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, base_url(runner) + path, headers=headers, **kwargs) as resp,
+    ):
+        text = await resp.text()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
+
+
+async def wait_state(store: Store, job_id: str, *states: str, timeout_s: float = 10.0) -> dict[str, str]:
+    """Wait until the job's record is in one of `states`; return the record."""
+    seen: dict[str, str] = {}
+
+    async def reached() -> bool:
+        nonlocal seen
+        seen = await store.get_job(job_id) or {}
+        return seen.get("state") in states
+
+    await wait_until(reached, timeout_s=timeout_s, message=f"job {job_id} to reach {states} (now {seen.get('state')})")
+    return seen
+
+
+def log_lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
