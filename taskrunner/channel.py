@@ -249,7 +249,6 @@ class ChannelWorker:
 def result_fields(result: ExecResult) -> dict[str, str | bytes]:
     """The job-hash fields that describe one finished attempt."""
     return {
-        "finished_at": repr(time.time()),
         "duration": f"{result.duration_s:.6f}",
         "exit_code": "" if result.exit_code is None else str(result.exit_code),
         "signal": "" if result.signal is None else str(result.signal),

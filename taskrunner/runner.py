@@ -326,9 +326,10 @@ class Runner:
                 async with self.store.subscribe(*handlers) as pubsub:
                     self._wake_everything()  # anything published while we were not listening
                     backoff.ok()
-                    async for message in pubsub.listen():
-                        channel = _text(message["channel"])
-                        handlers[channel](_text(message["data"]))
+                    while not self._closing:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is not None:
+                            handlers[_text(message["channel"])](_text(message["data"]))
             except CONNECTION_ERRORS as exc:
                 self._connection_lost()
                 await backoff.wait(exc)

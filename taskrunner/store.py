@@ -301,7 +301,7 @@ class Store:
         rows = await self._run(
             "claim",
             [k.queue(channel), k.runner_jobs(runner_id), k.running(channel)],
-            [count, runner_id, repr(time.time()), k.job_prefix, *CLAIM_FIELDS],
+            [count, runner_id, "", k.job_prefix, *CLAIM_FIELDS],
         )
         claimed = []
         for row in rows:

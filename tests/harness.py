@@ -80,7 +80,9 @@ async def http(
             return resp.status, text
 
 
-async def wait_state(store: Store, job_id: str, *states: str, timeout_s: float = 10.0) -> dict[str, str]:
+async def wait_state(
+    store: Store, job_id: str, *states: str, timeout_s: float = 10.0
+) -> dict[str, str]:
     """Wait until the job's record is in one of `states`; return the record."""
     seen: dict[str, str] = {}
 
@@ -89,7 +91,11 @@ async def wait_state(store: Store, job_id: str, *states: str, timeout_s: float =
         seen = await store.get_job(job_id) or {}
         return seen.get("state") in states
 
-    await wait_until(reached, timeout_s=timeout_s, message=f"job {job_id} to reach {states} (now {seen.get('state')})")
+    await wait_until(
+        reached,
+        timeout_s=timeout_s,
+        message=f"job {job_id} to reach {states} (now {seen.get('state')})",
+    )
     return seen
 
 

@@ -73,9 +73,17 @@ async def test_push_duplicate_on_distinct_channel_answers_false_with_live_id(
         ({"data": {"task": "date", "channel": "bad name!"}}, 400, "invalid channel name"),
         ({"data": {"task": "date", "channel": "ghost"}}, 404, "channel 'ghost' does not exist"),
         ({"data": {"task": "date", "timeout": "soon"}}, 400, '"timeout" must be a number'),
-        ({"data": "{not json", "headers": {"Content-Type": "application/json"}}, 400, "not valid JSON"),
+        (
+            {"data": "{not json", "headers": {"Content-Type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
         ({"json": ["task"]}, 400, "must be a JSON object"),
-        ({"data": b"task=date", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported Content-Type"),
+        (
+            {"data": b"task=date", "headers": {"Content-Type": "text/plain"}},
+            415,
+            "unsupported Content-Type",
+        ),
     ],
 )
 async def test_push_bad_input_is_a_4xx_envelope(

@@ -32,7 +32,9 @@ async def test_php_style_payload_runs_in_its_channel(
     runner = await runners.start()
     out = tmp_path / "out.txt"
     # PHP: json_encode([...], JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE)
-    payload = '{"task":"sh -c \\"printf 报表/日报 > ' + str(out) + '\\"","chan":"biz","ts":1491800000}'
+    payload = (
+        '{"task":"sh -c \\"printf 报表/日报 > ' + str(out) + '\\"","chan":"biz","ts":1491800000}'
+    )
     assert "/" in payload and "报表" in payload  # slashes and UTF-8 are not escaped
     await redis.lpush(QUEUE, payload.encode())
     await wait_until(out.exists, message="the PHP-style job to run")
@@ -49,7 +51,9 @@ async def test_missing_or_empty_chan_uses_default_and_ts_may_be_a_string(
 ) -> None:
     runner = await runners.start(channel_default="main")
     await redis.lpush(QUEUE, json.dumps({"task": "echo a", "ts": "1491800000", "id": "a"}))
-    await redis.lpush(QUEUE, json.dumps({"task": "echo b", "chan": "", "ts": 1491800000.5, "id": "b"}))
+    await redis.lpush(
+        QUEUE, json.dumps({"task": "echo b", "chan": "", "ts": 1491800000.5, "id": "b"})
+    )
     for job_id in ("a", "b"):
         record = await wait_state(runner.store, job_id, "succeeded")
         assert record["channel"] == "main"

@@ -1,7 +1,12 @@
 -- Take up to N queued jobs of one channel for this runner (oldest first).
 -- KEYS: 1 channel queue, 2 runner's job set, 3 channel running set
--- ARGV: 1 n, 2 runner id, 3 now (unix seconds), 4 job key prefix, 5.. fields to return
+-- ARGV: 1 n, 2 runner id, 3 unused, 4 job key prefix, 5.. fields to return
+-- Times come from Redis's clock, so records from runners on many hosts agree.
 -- Returns one array per claimed job: the values of ARGV[5..] in order.
+local function now()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
 local out = {}
 local wanted = {}
 for i = 5, #ARGV do wanted[#wanted + 1] = ARGV[i] end
@@ -11,7 +16,7 @@ for _ = 1, tonumber(ARGV[1]) do
   local key = ARGV[4] .. id
   if redis.call('HGET', key, 'state') == 'queued' then
     redis.call('HINCRBY', key, 'attempt', 1)
-    redis.call('HSET', key, 'state', 'running', 'runner', ARGV[2], 'started_at', ARGV[3])
+    redis.call('HSET', key, 'state', 'running', 'runner', ARGV[2], 'started_at', now())
     redis.call('SADD', KEYS[2], id)
     redis.call('SADD', KEYS[3], id)
     out[#out + 1] = redis.call('HMGET', key, unpack(wanted))

@@ -5,6 +5,10 @@
 --       5 due ms (0 = now), 6 job key prefix, 7 wake channel, 8 schedule channel,
 --       9.. record field/value pairs
 -- Returns {status, id}: 'ok' with the new id, 'duplicate' with the live job's id, 'nochan'.
+local function now()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
 local conf = redis.call('HGET', KEYS[1], ARGV[1])
 if not conf then return {'nochan', ''} end
 local ok, decoded = pcall(cjson.decode, conf)
@@ -36,6 +40,7 @@ redis.call('DEL', KEYS[2])
 local fields = {}
 for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('HSET', KEYS[2], 'created_at', now())
 if distinct then redis.call('HSET', KEYS[2], 'dedup', ARGV[3]) end
 
 local due = tonumber(ARGV[5])

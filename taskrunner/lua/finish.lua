@@ -4,13 +4,17 @@
 -- ARGV: 1 id, 2 runner id, 3 attempt, 4 new state, 5 due ms (retrying), 6 result ttl s,
 --       7 events channel, 8 schedule channel, 9 channel, 10.. result field/value pairs
 -- Returns 1, or 0 when the attempt is no longer this runner's (it was handed back).
+local function now()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
 local cur = redis.call('HMGET', KEYS[1], 'runner', 'attempt', 'state', 'dedup')
 if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= 'running' then return 0 end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 local fields = {}
 for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], 'state', ARGV[4], unpack(fields))
+redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_at', now(), unpack(fields))
 if ARGV[4] == 'retrying' then
   redis.call('HSET', KEYS[1], 'due_at', ARGV[5])
   redis.call('ZADD', KEYS[6], ARGV[5], ARGV[1])

@@ -1,0 +1,204 @@
+"""Channels at work: worker limits, FIFO, dedup, live changes, timeouts, Redis outages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from harness import RunnerHarness, http, log_lines, wait_state
+from helpers import RedisServer, server_binary, wait_until
+
+from taskrunner.config import Settings
+from taskrunner.jobs import ChannelConfig
+from taskrunner.store import Store
+
+pytestmark = pytest.mark.asyncio
+
+
+def max_overlap(lines: list[list[str]]) -> int:
+    running = peak = 0
+    for word, *_ in lines:
+        running += 1 if word == "start" else -1
+        peak = max(peak, running)
+    return peak
+
+
+async def test_worker_count_limits_concurrency(runners: RunnerHarness, tmp_path: Path) -> None:
+    runner = await runners.start(shell=True)
+    await runner.store.create_channel(ChannelConfig(name="two", worker_count=2))
+    log = tmp_path / "log"
+    ids = []
+    for n in range(6):
+        _, body = await http(runner, "POST", "/push", data={
+            "task": f"echo start {n} >> {log}; sleep 0.3; echo end {n} >> {log}", "channel": "two",
+        })  # fmt: skip
+        ids.append(body["data"]["id"])
+    for job_id in ids:
+        await wait_state(runner.store, job_id, "succeeded")
+    lines = log_lines(log)
+    assert len(lines) == 12
+    assert max_overlap(lines) == 2
+
+
+async def test_fifo_within_a_channel(runners: RunnerHarness, tmp_path: Path) -> None:
+    runner = await runners.start(task_mode=False)
+    await runner.store.create_channel(ChannelConfig(name="line", worker_count=1))
+    log = tmp_path / "order"
+    for n in range(8):
+        await http(runner, "POST", "/push", json={
+            "task": "sh", "args": ["-c", f"echo {n} >> {log}"], "channel": "line", "id": f"j{n}",
+        })  # fmt: skip
+    await runners.stop(runner)
+    runner = await runners.start()
+    await wait_state(runner.store, "j7", "succeeded")
+    assert log.read_text().split() == [str(n) for n in range(8)]
+
+
+async def test_distinct_refuses_live_duplicates_and_releases_at_end(
+    runners: RunnerHarness, redis: aioredis.Redis
+) -> None:
+    runner = await runners.start()
+    service = runner.service
+    first = await service.submit({"task": "sleep 0.5", "channel": "cron"}, source="test")
+    again = await service.submit({"task": "sleep 0.5", "channel": "cron"}, source="test")
+    other = await service.submit({"task": "sleep 0.6", "channel": "cron"}, source="test")
+    assert first.accepted and not again.accepted and other.accepted
+    assert again.job_id == first.job_id
+    await wait_state(runner.store, first.job_id, "succeeded")
+    assert await redis.hget("task:distinct:cron", json.dumps(["sleep", "0.5"])) is None
+    assert (await service.submit({"task": "sleep 0.5", "channel": "cron"}, source="test")).accepted
+
+
+async def test_non_distinct_channel_accepts_duplicates(runners: RunnerHarness) -> None:
+    runner = await runners.start()
+    await runner.store.create_channel(ChannelConfig(name="loose", distinct=False))
+    a = await runner.service.submit({"task": "sleep 0.2", "channel": "loose"}, source="test")
+    b = await runner.service.submit({"task": "sleep 0.2", "channel": "loose"}, source="test")
+    assert a.accepted and b.accepted and a.job_id != b.job_id
+
+
+async def test_same_live_id_is_refused(runners: RunnerHarness) -> None:
+    runner = await runners.start()
+    await runner.store.create_channel(ChannelConfig(name="loose"))
+    a = await runner.service.submit(
+        {"task": "sleep 0.3", "channel": "loose", "id": "x1"}, source="t"
+    )
+    b = await runner.service.submit(
+        {"task": "echo other", "channel": "loose", "id": "x1"}, source="t"
+    )
+    assert a.accepted and not b.accepted and b.job_id == "x1"
+    await wait_state(runner.store, "x1", "succeeded")
+    c = await runner.service.submit(
+        {"task": "echo again", "channel": "loose", "id": "x1"}, source="t"
+    )
+    assert c.accepted  # a finished id may be reused
+
+
+async def test_channel_created_elsewhere_is_used_within_a_second(
+    runners: RunnerHarness, redis_url: str
+) -> None:
+    runner = await runners.start()
+    other = Store.from_url(redis_url)  # as another runner process or the CLI would
+    try:
+        await other.create_channel(ChannelConfig(name="fresh", worker_count=1))
+        job = await runner.service.submit({"task": "true", "channel": "fresh"}, source="t")
+        await wait_state(runner.store, job.job_id, "succeeded", timeout_s=1.5)
+        # a stored change without any pub/sub message is picked up by the periodic reload
+        await other.redis.hset(
+            "task:channels", "fresh", ChannelConfig(name="fresh", worker_count=4).to_json()
+        )
+        await wait_until(lambda: runner.workers["fresh"].config.worker_count == 4, timeout_s=1.5)
+    finally:
+        await other.close()
+
+
+async def test_upstream_channel_layout_loads(runners: RunnerHarness, redis: aioredis.Redis) -> None:
+    await redis.hset(
+        "task:channels", "legacy", '{"name":"legacy","distinct":false,"worker_count":3}'
+    )
+    runner = await runners.start()
+    assert runner.workers["legacy"].config.worker_count == 3
+    assert sorted(runner.workers) == ["default", "legacy"]  # not a first start: no biz/cron
+
+
+async def test_timeout_kills_the_whole_group(runners: RunnerHarness, tmp_path: Path) -> None:
+    runner = await runners.start()
+    pids = tmp_path / "pids"
+    job = await runner.service.submit(
+        {
+            "task": "sh",
+            "args": ["-c", f"sleep 30 & echo $! > {pids}; echo $$ >> {pids}; wait"],
+            "timeout": 0.5,
+        },
+        source="t",
+    )
+    record = await wait_state(runner.store, job.job_id, "failed")
+    assert "timed out after 0.5 s" in record["error"]
+    assert record["signal"] == str(int(signal.SIGTERM))
+    grandchild, leader = (int(p) for p in pids.read_text().split())
+    for pid in (grandchild, leader):
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
+    with pytest.raises(ProcessLookupError):
+        os.killpg(leader, 0)
+
+
+async def test_result_record(runners: RunnerHarness) -> None:
+    runner = await runners.start(capture_bytes=100)
+    job = await runner.service.submit(
+        {"task": "sh", "args": ["-c", "seq 1 1000; echo oops >&2; exit 3"]}, source="t"
+    )
+    record = await wait_state(runner.store, job.job_id, "failed")
+    assert record["exit_code"] == "3" and record["error"] == "exit code 3"
+    assert record["stdout_truncated"] == "1" and len(record["stdout"]) <= 100
+    assert record["stdout"].startswith("1\n2\n") and record["stdout"].endswith("999\n1000\n")
+    assert record["stderr"] == "oops\n" and record["stderr_truncated"] == "0"
+    assert float(record["duration"]) > 0 and record["attempt"] == "1"
+    assert (
+        float(record["finished_at"]) >= float(record["started_at"]) >= float(record["created_at"])
+    )
+
+
+async def test_redis_lost_while_running_loses_nothing(
+    runners: RunnerHarness, tmp_path: Path
+) -> None:
+    binary = server_binary("redis") or server_binary("valkey")
+    assert binary is not None
+    server = RedisServer(
+        "redis" if server_binary("redis") else "valkey", binary, tmp_path / "aof", appendonly=True
+    )
+    server.start()
+    try:
+        harness = RunnerHarness(server.url)
+        runner = await harness.start()
+        try:
+            done = tmp_path / "done"
+            job = await runner.service.submit(
+                {"task": "sh", "args": ["-c", f"sleep 1; touch {done}"]}, source="t"
+            )
+            await wait_state(runner.store, job.job_id, "running")
+            server.stop()
+            await wait_until(done.exists, message="the job to keep running while Redis is away")
+            server.start()
+            await wait_state(runner.store, job.job_id, "succeeded", timeout_s=15)
+            later = await runner.service.submit({"task": "echo after"}, source="t")
+            await wait_state(runner.store, later.job_id, "succeeded", timeout_s=15)
+        finally:
+            await harness.stop_all()
+    finally:
+        server.stop()
+
+
+async def test_settings_default_is_upstream(redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url)
+    assert (settings.concurrent, settings.http_addr, settings.channel_default) == (
+        5,
+        "127.0.0.1:60001",
+        "default",
+    )
