@@ -32,6 +32,7 @@ import os
 import signal
 import subprocess
 import time
+import weakref
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -182,6 +183,7 @@ class Execution:
         _become_subreaper(os.getpid())
         started_at = time.monotonic()
         execution = cls(spec=spec, proc=_spawn(spec), loop=loop, started_at=started_at)
+        _EXECUTIONS.add(execution)
         try:
             execution._attach()
         except BaseException:
@@ -429,6 +431,35 @@ def _reap_group(pgid: int) -> None:
             return
         if pid == 0:
             return
+
+
+_EXECUTIONS: weakref.WeakSet[Execution] = weakref.WeakSet()
+
+
+def reap_strays() -> int:
+    """Reap exited children that are no job's leader: processes that left their job's group
+    (``setsid`` daemons) and were reparented to this subreaper. Returns how many were reaped."""
+    leaders = {e.pid for e in _EXECUTIONS if e._proc.returncode is None}
+    reaped = 0
+    for pid in _zombie_children() - leaders:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                reaped += 1
+    return reaped
+
+
+def _zombie_children() -> set[int]:
+    pids: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as fh:
+                pids.update(int(p) for p in fh.read().split())
+    zombies = set()
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError), open(f"/proc/{pid}/stat") as fh:
+            if fh.read().rpartition(")")[2].split()[0] == "Z":
+                zombies.add(pid)
+    return zombies
 
 
 @functools.cache

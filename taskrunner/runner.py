@@ -21,6 +21,7 @@ from taskrunner.api.app import build_app
 from taskrunner.channel import DRAIN, FENCED, ChannelWorker, ExecPolicy
 from taskrunner.config import Settings
 from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob
+from taskrunner.executor import reap_strays
 from taskrunner.jobs import ChannelConfig, parse_message
 from taskrunner.scheduler import Scheduler
 from taskrunner.service import Service, ServiceSettings
@@ -31,6 +32,7 @@ log = logging.getLogger("taskrunner.runner")
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 CHANNEL_REFRESH_S = 1.0
 INGRESS_BLOCK_S = 1.0
+REAP_INTERVAL_S = 5.0
 
 
 def new_runner_id() -> str:
@@ -114,6 +116,7 @@ class Runner:
         self._spawn(self._heartbeat_loop(), "heartbeat")
         self._spawn(self._recovery_loop(), "recovery")
         self._spawn(self.scheduler.run(), "scheduler")
+        self._spawn(self._reaper_loop(), "reaper")
         await self._start_http()
         log.info(
             "taskrunner started: runner=%s redis=%s http=%s channels=%s task_mode=%s",
@@ -327,7 +330,9 @@ class Runner:
                     self._wake_everything()  # anything published while we were not listening
                     backoff.ok()
                     while not self._closing:
-                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
                         if message is not None:
                             handlers[_text(message["channel"])](_text(message["data"]))
             except CONNECTION_ERRORS as exc:
@@ -349,6 +354,15 @@ class Runner:
             worker.wake()
         self.scheduler.kick()
         self._refresh.set()
+
+    async def _reaper_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(REAP_INTERVAL_S)
+            reaped = reap_strays()
+            if reaped:
+                log.info(
+                    "reaped %d exited processes that had left their job's process group", reaped
+                )
 
     # -- liveness and recovery ------------------------------------------------------------
 

@@ -16,7 +16,14 @@ import pytest
 import uvloop
 
 from taskrunner.errors import SpawnError
-from taskrunner.executor import ExecResult, ExecSpec, Execution, describe_signal, run
+from taskrunner.executor import (
+    ExecResult,
+    ExecSpec,
+    Execution,
+    describe_signal,
+    reap_strays,
+    run,
+)
 
 T = TypeVar("T")
 
@@ -334,3 +341,20 @@ def test_killed_by_signal_error_text(on_loop: OnLoop) -> None:
     assert result.exit_code is None
     assert result.kill_reason is None
     assert result.error == "killed by signal 9 (SIGKILL)"
+
+
+async def test_reap_strays_reaps_a_process_that_left_its_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "escaped"
+    script = f"setsid sh -c 'echo $$ > {pidfile}; sleep 0.3' & sleep 0.1"
+    result = await run(ExecSpec(argv=("sh", "-c", script), kill_grace_s=0.5))
+    assert result.succeeded
+    await wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    escaped = int(pidfile.read_text())
+
+    def zombie() -> bool:
+        stat = Path(f"/proc/{escaped}/stat")
+        return stat.exists() and stat.read_text().rpartition(")")[2].split()[0] == "Z"
+
+    await wait_until(zombie)  # it left the job's group, so only the subreaper can reap it
+    assert reap_strays() == 1
+    assert not Path(f"/proc/{escaped}").exists()
