@@ -101,6 +101,8 @@ def cli() -> None:
 @redis_options
 @_option("--embedded-redis", type=click.Path(file_okay=False), default=None,
          help="Start the bundled Valkey server with its data (AOF) in this directory.")  # fmt: skip
+@_option("--embedded-redis-port", type=int, default=6399, show_default=True,
+         help="Port of the embedded Valkey on 127.0.0.1 (0: any free port).")  # fmt: skip
 @_option(
     "--concurrent",
     type=int,
@@ -199,12 +201,14 @@ def _settings(opts: dict[str, Any]) -> Settings:
     unknown = set(opts) - SETTINGS_FIELDS - {
         "redis_host", "redis_password", "redis_db", "legacy_host", "legacy_password",
         "result_ttl", "drain_timeout", "kill_grace", "default_timeout", "lease", "embedded_redis",
+        "embedded_redis_port",
     }  # fmt: skip
     if unknown:
         raise ConfigError(f"unknown option(s) {sorted(unknown)}")
     return Settings(
         redis_url=resolve_redis_url(opts),
         embedded_redis_dir=Path(opts["embedded_redis"]) if opts["embedded_redis"] else None,
+        embedded_redis_port=opts["embedded_redis_port"],
         concurrent=opts["concurrent"],
         channel_default=opts["channel_default"],
         http_addr=opts["http_addr"],
@@ -228,8 +232,19 @@ def _settings(opts: dict[str, Any]) -> Settings:
 def _serve(settings: Settings) -> int:
     embedded = None
     if settings.embedded_redis_dir is not None:
-        embedded = EmbeddedRedis(settings.embedded_redis_dir)
-        embedded.start()
+        embedded = EmbeddedRedis(
+            settings.embedded_redis_dir, port=settings.embedded_redis_port or None
+        )
+        try:
+            embedded.start()
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc}; choose another --embedded-redis-port (0: any free port)"
+            ) from exc
+        log.info(
+            'push jobs with: redis-cli -p %d LPUSH task:prepare:queue \'{"task":"date","chan":"biz"}\'',
+            embedded.port,
+        )
     try:
         url = embedded.url if embedded is not None else settings.redis_url
         return uvloop.run(_serve_async(settings, url))

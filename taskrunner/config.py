@@ -20,6 +20,7 @@ CONFIG_ALIASES = {"result_keep_time": "result_ttl", "task_run_time": "default_ti
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     embedded_redis_dir: Path | None = None
+    embedded_redis_port: int = 6399
     concurrent: int = 5
     channel_default: str = "default"
     http_addr: str = "127.0.0.1:60001"

@@ -78,6 +78,7 @@ class Runner:
         self._web: web.AppRunner | None = None
         self.failed = False
         self._closing = False
+        self._audit_suspects: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -382,7 +383,30 @@ class Runner:
                 continue
             if not alive:
                 await self._fenced()
+            else:
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await self._audit_owned_jobs()
             await asyncio.sleep(interval_s)
+
+    async def _audit_owned_jobs(self) -> None:
+        """Hand back jobs Redis says we own but we do not run: a claim whose reply was lost.
+
+        A job must look orphaned on two audits in a row, so a claim still in flight is not
+        mistaken for one."""
+        owned = await self.store.runner_job_channels(self.runner_id)
+        local = {job_id for w in self.workers.values() for job_id in w.running_job_ids()}
+        suspects = set(owned) - local
+        orphans, self._audit_suspects = suspects & self._audit_suspects, suspects
+        for job_id in orphans:
+            if await self.store.hand_back(
+                runner_id=self.runner_id,
+                job_id=job_id,
+                channel=owned[job_id],
+                reason="claim reply lost",
+            ):
+                log.warning(
+                    "job %s was claimed but never started here (reply lost); handed back", job_id
+                )
 
     async def _fenced(self) -> None:
         """Another runner declared us dead and took our jobs: stop our copies, rejoin."""

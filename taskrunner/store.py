@@ -14,6 +14,8 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from taskrunner.errors import ChannelExists, InvalidChannel, StoreUnavailable
 from taskrunner.jobs import ChannelConfig, Job, JobState, validate_channel_name
@@ -158,6 +160,9 @@ class Store:
         # stopped. Blocking reads carry their own timeouts (BLMOVE) and keepalive finds dead peers.
         client = aioredis.Redis.from_url(
             url,
+            # A pooled connection that died with a Redis restart is retried on a fresh one.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[redis_errors.ConnectionError],
             socket_connect_timeout=5.0,
             socket_keepalive=True,
             health_check_interval=30,

@@ -202,3 +202,25 @@ async def test_settings_default_is_upstream(redis_url: str) -> None:
         "127.0.0.1:60001",
         "default",
     )
+
+
+async def test_claim_whose_reply_was_lost_is_handed_back(runners: RunnerHarness) -> None:
+    runner = await runners.start()
+    await runner.store.create_channel(ChannelConfig(name="held", paused=True))
+    job = await runner.service.submit({"task": "echo hi", "channel": "held"}, source="t")
+    # The claim runs in Redis on the runner's behalf, but the runner never hears the reply.
+    [claimed] = await runner.store.claim("held", count=1, runner_id=runner.runner_id)
+    assert claimed.job.id == job.job_id
+    await runner.store.put_channel(ChannelConfig(name="held", paused=False))
+    record = await wait_state(runner.store, job.job_id, "succeeded")
+    assert record["attempt"] == "2" and record["handed_back"] == "claim reply lost"
+
+
+async def test_paused_channel_holds_jobs_until_resumed(runners: RunnerHarness) -> None:
+    runner = await runners.start()
+    await runner.store.create_channel(ChannelConfig(name="p", paused=True))
+    job = await runner.service.submit({"task": "echo hi", "channel": "p"}, source="t")
+    await wait_until(lambda: "p" in runner.workers and runner.workers["p"].config.paused)
+    assert (await runner.store.get_job(job.job_id) or {})["state"] == "queued"
+    await runner.store.put_channel(ChannelConfig(name="p"))
+    await wait_state(runner.store, job.job_id, "succeeded")

@@ -356,5 +356,5 @@ async def test_reap_strays_reaps_a_process_that_left_its_group(tmp_path: Path) -
         return stat.exists() and stat.read_text().rpartition(")")[2].split()[0] == "Z"
 
     await wait_until(zombie)  # it left the job's group, so only the subreaper can reap it
-    assert reap_strays() == 1
+    assert reap_strays() >= 1  # other tests of this session may have left strays too
     assert not Path(f"/proc/{escaped}").exists()
