@@ -1,0 +1,110 @@
+"""Parsing ingress messages: every input is either a valid Job or an InvalidJob/InvalidChannel."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from taskrunner.errors import InvalidChannel, InvalidJob
+from taskrunner.jobs import Job, Limits, parse_intervals, parse_message
+
+NOW = 1_700_000_000.0
+
+
+def parse(raw: bytes | str) -> Job:
+    return parse_message(raw, default_channel="default", now=NOW)
+
+
+def test_upstream_message() -> None:
+    job = parse(b'{"task":"php artisan report:daily --force","chan":"biz","ts":1491800000}')
+    assert (job.task, job.channel, job.ts) == (
+        "php artisan report:daily --force",
+        "biz",
+        1491800000,
+    )
+    assert job.argv(shell=False) == ("php", "artisan", "report:daily", "--force")
+    assert job.argv(shell=True) == ("/bin/sh", "-c", "php artisan report:daily --force")
+
+
+def test_quoting_and_args() -> None:
+    assert parse('{"task": "echo \'a b\' c"}').argv(shell=False) == ("echo", "a b", "c")
+    job = parse('{"task": "printf", "args": ["%s", "a b"]}')
+    assert job.argv(shell=False) == ("printf", "%s", "a b")
+
+
+def test_delay_and_run_at_and_intervals() -> None:
+    assert parse('{"task": "x", "delay": 5}').run_at == NOW + 5
+    assert parse('{"task": "x", "run_at": "1800000000"}').run_at == 1800000000
+    job = parse('{"task": "x", "retry_intervals": "60 600 3600"}')
+    assert job.retry_intervals == (60, 600, 3600) and job.retries == 3
+    assert parse_intervals([1, 2.5]) == (1.0, 2.5)
+
+
+def test_record_round_trip() -> None:
+    job = parse('{"task": "a b", "chan": "c", "id": "i", "args": ["x"], "timeout": 2, "ts": 3}')
+    record = job.to_record()
+    assert Job.from_record(record) == job
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"task": "x", "delay": -1}',
+        '{"task": "x", "delay": 1, "run_at": 2}',
+        '{"task": "x", "retries": 1.5}',
+        '{"task": "x", "timeout": true}',
+        '{"task": "x", "id": "has space"}',
+        '{"task": "x", "ts": NaN}',
+        '{"task": "x", "retry_intervals": {"a": 1}}',
+    ],
+)
+def test_invalid_fields(raw: str) -> None:
+    with pytest.raises(InvalidJob):
+        parse(raw)
+
+
+def test_size_limit() -> None:
+    with pytest.raises(InvalidJob, match="over the limit of 100"):
+        parse_message(
+            json.dumps({"task": "x" * 200}),
+            default_channel="d",
+            now=NOW,
+            limits=Limits(max_message_bytes=100),
+        )
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=10,
+)
+fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "task": st.text(max_size=30) | json_values,
+        "chan": st.text(max_size=10) | json_values,
+        "ts": json_values,
+        "args": json_values,
+        "delay": json_values,
+        "timeout": json_values,
+        "retries": json_values,
+        "retry_intervals": json_values,
+        "id": json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200) | fields.map(lambda d: json.dumps(d).encode()))
+def test_any_input_is_a_job_or_a_clear_refusal(raw: bytes) -> None:
+    try:
+        job = parse(raw)
+    except (InvalidJob, InvalidChannel) as exc:
+        assert str(exc)  # a reason to show in the dead letter
+    else:
+        assert job.task.strip() and job.argv(shell=False)
