@@ -24,6 +24,7 @@ T = TypeVar("T")
 DRAIN = "drain"  # runner stopping: hand the job back to its queue
 FENCED = "fenced"  # another runner took the job over: record nothing
 CANCELLED = "cancelled"  # a user cancelled it: final state `cancelled`
+EARLY_CANCEL_S = 10.0  # how long a cancel for a job not (yet) running here is remembered
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +54,7 @@ class ChannelWorker:
         self._executions: dict[str, Execution] = {}
         self._stop_reasons: dict[str, str] = {}
         self.max_seen_running = 0
+        self._early_cancels: dict[str, float] = {}
 
     @property
     def name(self) -> str:
@@ -111,8 +113,18 @@ class ChannelWorker:
         await wait_event(self._wake, timeout_s)
         self._wake.clear()
 
+    def expect_cancel(self, job_id: str) -> None:
+        """Remember a cancel that arrived before this runner saw its claim of the job."""
+        now = time.monotonic()
+        self._early_cancels = {
+            j: t for j, t in self._early_cancels.items() if now - t < EARLY_CANCEL_S
+        }
+        self._early_cancels[job_id] = now
+
     def _start(self, claimed: Claimed) -> None:
         job_id = claimed.job.id
+        if self._early_cancels.pop(job_id, None) is not None:
+            self._stop_reasons[job_id] = CANCELLED
         task = asyncio.create_task(self._attempt(claimed), name=f"job:{job_id}")
         self._attempts[job_id] = task
         self.max_seen_running = max(self.max_seen_running, len(self._attempts))
@@ -152,6 +164,9 @@ class ChannelWorker:
     async def _attempt(self, claimed: Claimed) -> None:
         job = claimed.job
         extra = {"job_id": job.id, "channel": job.channel, "attempt": claimed.attempt}
+        if self._stop_reasons.get(job.id) == CANCELLED:
+            await self._finish(claimed, _spawn_failure("cancelled before it started"))
+            return
         try:
             spec = self._spec(job)
             execution = await Execution.start(spec)

@@ -409,6 +409,63 @@ def queue_list(as_json: bool, **opts: Any) -> None:
     _emit(data, as_json, table)
 
 
+@cli.command()
+@redis_options
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="Wait until the job ends (woken by Redis pub/sub).")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds --wait waits.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
+def result(job_id: str, wait: bool, timeout_s: float, as_json: bool, **opts: Any) -> None:
+    """Show a job's record: state, exit code, output."""
+
+    async def work(service: Service) -> dict[str, str] | None:
+        if wait:
+            return await service.store.wait_final(job_id, timeout_s=timeout_s)
+        return await service.store.get_job(job_id)
+
+    record = _with_service(opts, work)
+    if record is None:
+        _fail(f"no job {job_id!r}: it never existed or its record expired", EXIT_RUNTIME_FAILURE)
+        return
+    _emit(record, as_json, lambda: _describe(record))
+    if wait and record.get("state") not in ("succeeded", "failed", "dead", "cancelled"):
+        _fail(
+            f"job {job_id} is still {record.get('state')} after {timeout_s} s", EXIT_RUNTIME_FAILURE
+        )
+
+
+def _describe(record: dict[str, str]) -> str:
+    lines = [f"{name:<10} {record[name]}" for name in (
+        "id", "channel", "task", "state", "attempt", "exit_code", "signal", "duration", "error",
+    ) if record.get(name)]  # fmt: skip
+    for stream in ("stdout", "stderr"):
+        if record.get(stream):
+            cut = " (truncated)" if record.get(f"{stream}_truncated") == "1" else ""
+            lines.append(f"--- {stream}{cut}\n{record[stream].rstrip()}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@redis_options
+@click.argument("job_id")
+def cancel(job_id: str, **opts: Any) -> None:
+    """Cancel a queued, scheduled or running job (running: its process group is killed)."""
+    state = _with_service(opts, lambda s: s.cancel(job_id))
+    if state == "cancelled":
+        click.echo(f"job {job_id} cancelled")
+    elif state == "running":
+        click.echo(f"job {job_id} is running: its runner was told to kill it")
+    else:
+        _fail(f"job {job_id} already ended: {state}", EXIT_RUNTIME_FAILURE)
+
+
 # -- entry points -----------------------------------------------------------------------------
 
 GO_BOOL_FLAGS = {

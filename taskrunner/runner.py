@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from taskrunner.aio import wait_event
 from taskrunner.api.app import build_app
-from taskrunner.channel import DRAIN, FENCED, ChannelWorker, ExecPolicy
+from taskrunner.channel import CANCELLED, DRAIN, FENCED, ChannelWorker, ExecPolicy
 from taskrunner.config import Settings
 from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob
 from taskrunner.executor import reap_strays
@@ -323,6 +323,7 @@ class Runner:
             keys.wake_events: self._on_wake,
             keys.schedule_events: self._on_schedule,
             keys.channel_events: lambda _name: self._refresh.set(),
+            keys.cancel_events: self._on_cancel,
         }
         backoff = _Backoff("listen for wake-ups")
         while not self._closing:
@@ -344,6 +345,16 @@ class Runner:
         worker = self.workers.get(channel)
         if worker is not None:
             worker.wake()
+
+    def _on_cancel(self, job_id: str) -> None:
+        for worker in self.workers.values():
+            if worker.terminate(job_id, CANCELLED):
+                log.info(
+                    "job %s cancelled: stopping its process group", job_id, extra={"job_id": job_id}
+                )
+                return
+        for worker in self.workers.values():
+            worker.expect_cancel(job_id)  # its claim may still be on the way to us
 
     def _on_schedule(self, payload: str) -> None:
         _, _, due_ms = payload.partition(" ")

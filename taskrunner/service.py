@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskrunner.errors import InvalidChannel, InvalidJob
+from taskrunner.errors import InvalidChannel, InvalidJob, JobNotFound
 from taskrunner.jobs import ChannelConfig, Job, Limits, job_from_fields, validate_channel_name
 from taskrunner.store import Admission, ChannelSnapshot, Store
 
@@ -52,6 +52,13 @@ class Service:
             )
         log.debug("job %s %s from %s", admission.job_id, admission.status, source)
         return admission
+
+    async def cancel(self, job_id: str, *, result_ttl_s: int = 86400) -> str:
+        """Cancel a queued, scheduled or running job; returns the state it is in now."""
+        state = await self.store.cancel(job_id, result_ttl_s=result_ttl_s)
+        if state == "missing":
+            raise JobNotFound(f"no job {job_id!r}: it never existed or its record expired")
+        return state
 
     # -- channels -------------------------------------------------------------------------
 

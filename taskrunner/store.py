@@ -97,6 +97,10 @@ class Keys:
     def channel_events(self) -> str:
         return f"{self.prefix}:events:channels"
 
+    @property
+    def cancel_events(self) -> str:
+        return f"{self.prefix}:events:cancel"
+
 
 # Fields a claim returns, in this order (see lua/claim.lua).
 CLAIM_FIELDS: Final = (
@@ -150,6 +154,7 @@ class Store:
             name: client.register_script(_load_script(name))
             for name in (
                 "enqueue", "claim", "finish", "hand_back", "promote", "dead_letter", "heartbeat",
+                "cancel",
             )
         }  # fmt: skip
 
@@ -349,6 +354,42 @@ class Store:
             [job_id, reason, k.wake_events, channel],
         )
         return bool(done)
+
+    async def cancel(self, job_id: str, *, result_ttl_s: int) -> str:
+        """Cancel a job; returns its state afterwards ('running' = its runner was told)."""
+        channel = await self.redis.hget(self.keys.job(job_id), "channel")
+        if channel is None:
+            return "missing"
+        k, ch = self.keys, _text(channel)
+        state = await self._run(
+            "cancel",
+            [
+                k.job(job_id),
+                k.queue(ch),
+                k.scheduled(ch),
+                k.distinct(ch),
+                k.daily(time.strftime("%Y-%m-%d")),
+            ],
+            [job_id, max(1, result_ttl_s), k.job_events, k.cancel_events],
+        )
+        return _text(state)
+
+    async def wait_final(self, job_id: str, *, timeout_s: float) -> dict[str, str] | None:
+        """The job's record once it is final (woken by pub/sub, not by polling), or None."""
+        async with self.subscribe(self.keys.job_events) as pubsub:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                record = await self.get_job(job_id)
+                if record is None or JobState(record.get("state", "queued")).is_final:
+                    return record
+                while (remaining := deadline - time.monotonic()) > 0:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=remaining
+                    )
+                    if message is not None and _text(message["data"]).split(" ")[0] == job_id:
+                        break
+                else:
+                    return record
 
     async def promote_due(self, channel: str, *, limit: int = 1000) -> tuple[int, float | None]:
         """Queue the channel's due jobs; returns (moved, next due unix time or None)."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import free_port, wait_until
+from helpers import RedisServer, free_port, wait_until
 
 BIN_DIR = Path(sys.executable).parent
 STOP_TIMEOUT_S = 15.0
@@ -68,8 +68,15 @@ def group_exists(pgid: int) -> bool:
 class RunnerProcess:
     """One `taskrunner run` child process with its HTTP address and log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str], port: int | None,
-                 log_path: Path) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        port: int | None,
+        log_path: Path,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = env
@@ -102,8 +109,14 @@ class RunnerProcess:
 
     # -- HTTP ---------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, form: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
         """One HTTP request; returns (status, lower-cased headers, decoded JSON or text)."""
         assert self.port is not None, f"{self.name} has no known HTTP port"
         body = None
@@ -206,8 +219,15 @@ class Runners:
     def pidfile(self, name: str) -> Path:
         return self.tmp_path / f"{name}.pid"
 
-    def spawn(self, name: str, *args: str, script: str = "taskrunner", defaults: bool = True,
-              env: dict[str, str] | None = None, port: int | None = None) -> RunnerProcess:  # fmt: skip
+    def spawn(
+        self,
+        name: str,
+        *args: str,
+        script: str = "taskrunner",
+        defaults: bool = True,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> RunnerProcess:
         """Start a child. With `defaults`: `run --redis-url --http-addr --pidfile` are given."""
         argv = [console_script(script)]
         if defaults:
@@ -220,9 +240,12 @@ class Runners:
             ]  # fmt: skip
         argv += args
         runner = RunnerProcess(
-            name, argv, env=child_env(**(env or {})), port=port,
+            name,
+            argv,
+            env=child_env(**(env or {})),
+            port=port,
             log_path=self.tmp_path / f"{name}.log",
-        )  # fmt: skip
+        )
         self.started.append(runner)
         return runner.start()
 
@@ -272,8 +295,9 @@ async def job(redis: aioredis.Redis, job_id: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-async def wait_state(redis: aioredis.Redis, job_id: str, state: str, timeout_s: float = 10.0
-                     ) -> dict[str, str]:  # fmt: skip
+async def wait_state(
+    redis: aioredis.Redis, job_id: str, state: str, timeout_s: float = 10.0
+) -> dict[str, str]:
     async def reached() -> bool:
         return (await job(redis, job_id)).get("state") == state
 
@@ -388,6 +412,28 @@ async def test_term_int_hup_drain_until_the_drain_timeout_then_hand_back(
     assert not runners.pidfile("a").exists()
 
 
+async def test_second_signal_stops_the_runner_even_when_redis_is_gone(
+    runners: Runners, redis_server: RedisServer, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Redis down at stop time: the job cannot be handed back (its lease will do that once
+    Redis returns), but a second signal must still end the process, not retry forever."""
+    pid_file = tmp_path / "job.pid"
+    a = await runners.start("a", "--drain-timeout", "30")
+    data = a.push(sh(f"echo $$ > {q(pid_file)}; exec sleep 30"))
+    await wait_state(redis, data["id"], "running")
+    await wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), message="job pid")
+    job_pid = int(pid_file.read_text())
+
+    redis_server.stop()  # the `redis_url` fixture starts it again for the next test
+    a.send(signal.SIGUSR2)
+    await wait_until(lambda: (a.health() or {}).get("draining"), message="/healthz draining")
+    a.send(signal.SIGUSR2)
+    code = await a.wait_exit(timeout_s=10.0)
+    assert code in (0, 1), f"exit code {code}: 0 (clean) or 1 (could not hand back) expected"
+    assert not group_exists(job_pid), "the job's process group outlived the runner"
+    assert not runners.pidfile("a").exists()
+
+
 # -- 3. kill -9 of the runner ------------------------------------------------------------------
 
 
@@ -416,8 +462,15 @@ async def test_job_of_a_killed_runner_runs_again_elsewhere_and_releases_its_dedu
     assert json.loads(refused.stdout) == {"id": job_id, "result": False, "status": "duplicate"}
 
     # Same pidfile: the dead runner's lock went with it.
-    b = await runners.start("a-restarted", "--lease", "1.5", "--drain-timeout", "1",
-                            "--pidfile", str(runners.pidfile("a")))  # fmt: skip
+    b = await runners.start(
+        "a-restarted",
+        "--lease",
+        "1.5",
+        "--drain-timeout",
+        "1",
+        "--pidfile",
+        str(runners.pidfile("a")),
+    )
     record = await wait_state(redis, job_id, "succeeded", timeout_s=30.0)
     assert done.exists()
     assert len(starts.read_text().split()) == 2, "the job should have started exactly twice"
@@ -479,8 +532,14 @@ async def test_startup_failures_exit_2_with_a_one_line_reason(
     common = ["--pidfile", str(pidfile)]
 
     dead_port = free_port()
-    result = run_cli("run", "--redis-url", f"redis://127.0.0.1:{dead_port}/0",
-                     "--http-addr", f"127.0.0.1:{free_port()}", *common)  # fmt: skip
+    result = run_cli(
+        "run",
+        "--redis-url",
+        f"redis://127.0.0.1:{dead_port}/0",
+        "--http-addr",
+        f"127.0.0.1:{free_port()}",
+        *common,
+    )
     assert result.returncode == 2
     [line] = result.stderr.splitlines()  # one line, no traceback
     assert line.startswith("taskrunner: error:") and f"127.0.0.1:{dead_port}" in line
@@ -504,24 +563,40 @@ async def test_startup_failures_exit_2_with_a_one_line_reason(
 
     a = await runners.start("a")
     held = runners.pidfile("a")
-    result = run_cli("run", "--redis-url", redis_url, "--http-addr", f"127.0.0.1:{free_port()}",
-                     "--pidfile", str(held))  # fmt: skip
+    result = run_cli(
+        "run",
+        "--redis-url",
+        redis_url,
+        "--http-addr",
+        f"127.0.0.1:{free_port()}",
+        "--pidfile",
+        str(held),
+    )
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith("taskrunner: error:") and str(held) in line and str(a.pid) in line
     assert held.read_text().strip() == str(a.pid), "the refused runner touched the pidfile"
 
-    result = run_cli("run", "--redis-url", redis_url, "--http-addr", f"127.0.0.1:{a.port}",
-                     *common)  # fmt: skip
+    result = run_cli("run", "--redis-url", redis_url, "--http-addr", f"127.0.0.1:{a.port}", *common)
     assert result.returncode == 2
     [line] = error_lines(result.stderr)
     assert f"127.0.0.1:{a.port}" in line
     assert not pidfile.exists()
     assert a.health() is not None and a.returncode is None
 
-    exposed = runners.spawn("exposed", "run", "--redis-url", redis_url, "--http-addr",
-                            f"0.0.0.0:{port}", "--insecure", "--pidfile", str(pidfile),
-                            defaults=False, port=port)  # fmt: skip
+    exposed = runners.spawn(
+        "exposed",
+        "run",
+        "--redis-url",
+        redis_url,
+        "--http-addr",
+        f"0.0.0.0:{port}",
+        "--insecure",
+        "--pidfile",
+        str(pidfile),
+        defaults=False,
+        port=port,
+    )
     await exposed.wait_ready()
     assert await exposed.stop() == 0
     assert await a.stop() == 0
@@ -620,8 +695,9 @@ async def test_options_read_from_a_toml_config_file_flags_win(
         "result_keep_time = 5\n"  # kingtask's name for --result-ttl
         "concurrent = 4\n"
     )
-    r = await runners.start("conf", "run", "--config", str(config), "--concurrent", "2",
-                            defaults=False, port=port)  # fmt: skip
+    r = await runners.start(
+        "conf", "run", "--config", str(config), "--concurrent", "2", defaults=False, port=port
+    )
     assert pidfile.read_text().strip() == str(r.pid)
     default = json.loads(await redis.hget("task:channels", "default") or b"null")
     assert default["worker_count"] == 2, "a flag must override the config file"
@@ -687,6 +763,9 @@ async def test_push_status_and_queue_subcommands(
     assert dup.returncode == 1 and job_id in dup.stdout
     nochan = run_cli("push", "echo hi", "-c", "nope", *url)
     assert nochan.returncode == 2 and "nope" in nochan.stderr
+
+    unreachable = run_cli("status", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert unreachable.returncode == 2 and "cannot reach Redis" in unreachable.stderr
 
     status = run_cli("status", "--json", *url)
     assert status.returncode == 0
