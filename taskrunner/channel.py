@@ -55,6 +55,8 @@ class ChannelWorker:
         self._stop_reasons: dict[str, str] = {}
         self.max_seen_running = 0
         self._early_cancels: dict[str, float] = {}
+        self._abandon = asyncio.Event()
+        self.abandoned_writes = 0
 
     @property
     def name(self) -> str:
@@ -78,6 +80,11 @@ class ChannelWorker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def abandon_writes(self) -> int:
+        """Stop retrying Redis writes of ending attempts (stopping with Redis away)."""
+        self._abandon.set()
+        return len(self._attempts)
 
     def close(self) -> None:
         """Stop claiming; running attempts go on until they end or are terminated."""
@@ -216,12 +223,13 @@ class ChannelWorker:
                     runner_id=runner_id, job_id=job.id, channel=job.channel, reason=DRAIN
                 ),
                 what=f"hand back job {job.id}",
+                abandon=self._abandon,
             )
             log.info(
                 "job %s handed back to channel %s (drain)%s",
                 job.id,
                 job.channel,
-                "" if handed else ": already taken over",
+                "" if handed else ": not handed back (taken over, or Redis unreachable)",
                 extra=extra,
             )
             return
@@ -236,12 +244,13 @@ class ChannelWorker:
                 due_at=due_at,
             ),
             what=f"record the result of job {job.id}",
+            abandon=self._abandon,
         )
         level = logging.INFO if result.succeeded else logging.WARNING
         log.log(
             level, "job %s %s: %s in %.3f s%s", job.id, state.value,
             "exit 0" if result.succeeded else result.error, result.duration_s,
-            "" if recorded else " (not recorded: the job was taken over)", extra=extra,
+            "" if recorded else " (not recorded: taken over, or Redis unreachable)", extra=extra,
         )  # fmt: skip
 
     def _outcome(
@@ -283,13 +292,24 @@ def _spawn_failure(message: str) -> ExecResult:
     )  # fmt: skip
 
 
-async def _persist(operation: Callable[[], Awaitable[T]], *, what: str) -> T:
-    """Retry a Redis write until it lands: a finished job's outcome must not be lost."""
+async def _persist(
+    operation: Callable[[], Awaitable[T]], *, what: str, abandon: asyncio.Event
+) -> T | None:
+    """Retry a Redis write until it lands: a finished job's outcome must not be lost.
+
+    Gives up (None) only once `abandon` is set: the runner is stopping and Redis stays away.
+    The job then stays owned by this runner in Redis, and its lease expiry hands it back."""
     delay_s = 0.1
     while True:
         try:
             return await operation()
         except CONNECTION_ERRORS as exc:
+            if abandon.is_set():
+                log.error(
+                    "cannot %s: Redis unreachable (%s); another runner hands the job back"
+                    " when this runner's lease expires", what, exc,
+                )  # fmt: skip
+                return None
             log.warning("cannot %s (%s); retrying in %.1f s", what, exc, delay_s)
-            await asyncio.sleep(delay_s)
+            await wait_event(abandon, delay_s)
             delay_s = min(delay_s * 2, 5.0)

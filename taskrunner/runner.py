@@ -33,6 +33,7 @@ STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 CHANNEL_REFRESH_S = 1.0
 INGRESS_BLOCK_S = 1.0
 REAP_INTERVAL_S = 5.0
+HANDBACK_WAIT_S = 10.0  # after the kill grace: how long stopped jobs may take to be written back
 
 
 def new_runner_id() -> str:
@@ -158,8 +159,26 @@ class Runner:
         left = self.running_count()
         log.info("drain 2/3: %d jobs finished, %d still running", max(0, running - left), left)
         killed = sum(w.terminate_all(DRAIN) for w in self.workers.values())
-        await self._wait_idle(None)
+        await self._wait_handed_back()
         log.info("drain 3/3: %d jobs killed and handed back to their queues", killed)
+
+    async def _wait_handed_back(self) -> None:
+        """Wait for stopped attempts to be written back; give up on Redis at a deadline or a
+        second signal, so a stop with Redis away still ends."""
+        idle = asyncio.ensure_future(self._wait_idle(self.settings.kill_grace_s + HANDBACK_WAIT_S))
+        force = asyncio.ensure_future(self.force_requested.wait())
+        await asyncio.wait([idle, force], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (idle, force):
+            waiter.cancel()
+        await asyncio.gather(idle, force, return_exceptions=True)
+        if self.running_count():
+            stuck = sum(w.abandon_writes() for w in self.workers.values())
+            log.error(
+                "%d jobs could not be written back to Redis; their lease expiry hands them back",
+                stuck,
+            )
+            self.failed = True
+            await self._wait_idle(None)
 
     async def _wait_idle(self, timeout_s: float | None) -> None:
         await asyncio.gather(*(w.wait_idle(timeout_s) for w in self.workers.values()))
@@ -178,7 +197,7 @@ class Runner:
         for worker in self.workers.values():
             worker.close()
             worker.terminate_all(DRAIN)
-        await self._wait_idle(None)
+        await self._wait_handed_back()
         for task in self._worker_tasks.values():
             task.cancel()
         self._worker_tasks.clear()
