@@ -81,10 +81,9 @@ class ChannelWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    def abandon_writes(self) -> int:
+    def abandon_writes(self) -> None:
         """Stop retrying Redis writes of ending attempts (stopping with Redis away)."""
         self._abandon.set()
-        return len(self._attempts)
 
     def close(self) -> None:
         """Stop claiming; running attempts go on until they end or are terminated."""
@@ -206,6 +205,12 @@ class ChannelWorker:
         )
 
     async def _finish(self, claimed: Claimed, result: ExecResult) -> None:
+        try:
+            await self._write_end(claimed, result)
+        except WriteAbandoned:
+            self.abandoned_writes += 1
+
+    async def _write_end(self, claimed: Claimed, result: ExecResult) -> None:
         job, reason = claimed.job, self._stop_reasons.get(claimed.job.id)
         extra = {
             "job_id": job.id,
@@ -292,12 +297,16 @@ def _spawn_failure(message: str) -> ExecResult:
     )  # fmt: skip
 
 
+class WriteAbandoned(Exception):
+    """A job's end could not be written to Redis before the runner stopped."""
+
+
 async def _persist(
     operation: Callable[[], Awaitable[T]], *, what: str, abandon: asyncio.Event
-) -> T | None:
+) -> T:
     """Retry a Redis write until it lands: a finished job's outcome must not be lost.
 
-    Gives up (None) only once `abandon` is set: the runner is stopping and Redis stays away.
+    Gives up (WriteAbandoned) only once `abandon` is set: the runner is stopping, Redis is away.
     The job then stays owned by this runner in Redis, and its lease expiry hands it back."""
     delay_s = 0.1
     while True:
@@ -309,7 +318,7 @@ async def _persist(
                     "cannot %s: Redis unreachable (%s); another runner hands the job back"
                     " when this runner's lease expires", what, exc,
                 )  # fmt: skip
-                return None
+                raise WriteAbandoned(what) from exc
             log.warning("cannot %s (%s); retrying in %.1f s", what, exc, delay_s)
             await wait_event(abandon, delay_s)
             delay_s = min(delay_s * 2, 5.0)

@@ -172,13 +172,16 @@ class Runner:
             waiter.cancel()
         await asyncio.gather(idle, force, return_exceptions=True)
         if self.running_count():
-            stuck = sum(w.abandon_writes() for w in self.workers.values())
+            for worker in self.workers.values():
+                worker.abandon_writes()
+            await self._wait_idle(None)
+        stuck = sum(w.abandoned_writes for w in self.workers.values())
+        if stuck:
             log.error(
                 "%d jobs could not be written back to Redis; their lease expiry hands them back",
                 stuck,
             )
             self.failed = True
-            await self._wait_idle(None)
 
     async def _wait_idle(self, timeout_s: float | None) -> None:
         await asyncio.gather(*(w.wait_idle(timeout_s) for w in self.workers.values()))
