@@ -30,6 +30,10 @@ def pidfile(path: Path | None) -> Iterator[None]:
                 f"--pidfile {path} is held by running process {holder}: stop it first,"
                 " or give this runner another --pidfile"
             ) from None
+        if not _still_at(path, fd):
+            raise ConfigError(
+                f"--pidfile {path} was removed by a runner that was stopping just now: start again"
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
@@ -39,3 +43,11 @@ def pidfile(path: Path | None) -> Iterator[None]:
                 path.unlink()
     finally:
         os.close(fd)
+
+
+def _still_at(path: Path, fd: int) -> bool:
+    """The locked file is still the one at `path` (not unlinked by an exiting holder)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
