@@ -53,7 +53,6 @@ class ChannelWorker:
         self._attempts: dict[str, asyncio.Task[None]] = {}
         self._executions: dict[str, Execution] = {}
         self._stop_reasons: dict[str, str] = {}
-        self.max_seen_running = 0
         self._early_cancels: dict[str, float] = {}
         self._abandon = asyncio.Event()
         self.abandoned_writes = 0
@@ -133,7 +132,6 @@ class ChannelWorker:
             self._stop_reasons[job_id] = CANCELLED
         task = asyncio.create_task(self._attempt(claimed), name=f"job:{job_id}")
         self._attempts[job_id] = task
-        self.max_seen_running = max(self.max_seen_running, len(self._attempts))
         task.add_done_callback(lambda _t: self._attempt_done(job_id))
 
     def _attempt_done(self, job_id: str) -> None:
