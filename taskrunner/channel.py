@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 from taskrunner.aio import wait_event
@@ -37,7 +36,6 @@ class ExecPolicy:
     default_timeout_s: float = 0.0
     capture_bytes: int = 65536
     result_ttl_s: int = 86400
-    bin_path: Path | None = None
     task_mode: bool = True
 
 

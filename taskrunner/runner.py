@@ -63,7 +63,6 @@ class Runner:
             default_timeout_s=settings.default_timeout_s,
             capture_bytes=settings.capture_bytes,
             result_ttl_s=settings.result_ttl_s,
-            bin_path=settings.bin_path,
             task_mode=settings.task_mode,
         )
         self.workers: dict[str, ChannelWorker] = {}
@@ -150,12 +149,7 @@ class Runner:
         await asyncio.gather(*self._worker_tasks.values(), return_exceptions=True)
         running = self.running_count()
         log.info("drain 1/3: intake stopped; %d jobs running, queued jobs stay in Redis", running)
-        idle = asyncio.ensure_future(self._wait_idle(self.settings.drain_timeout_s))
-        force = asyncio.ensure_future(self.force_requested.wait())
-        await asyncio.wait([idle, force], return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (idle, force):
-            waiter.cancel()
-        await asyncio.gather(idle, force, return_exceptions=True)
+        await self._wait_idle_unless_forced(self.settings.drain_timeout_s)
         left = self.running_count()
         log.info("drain 2/3: %d jobs finished, %d still running", max(0, running - left), left)
         killed = sum(w.terminate_all(DRAIN) for w in self.workers.values())
@@ -165,12 +159,7 @@ class Runner:
     async def _wait_handed_back(self) -> None:
         """Wait for stopped attempts to be written back; give up on Redis at a deadline or a
         second signal, so a stop with Redis away still ends."""
-        idle = asyncio.ensure_future(self._wait_idle(self.settings.kill_grace_s + HANDBACK_WAIT_S))
-        force = asyncio.ensure_future(self.force_requested.wait())
-        await asyncio.wait([idle, force], return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (idle, force):
-            waiter.cancel()
-        await asyncio.gather(idle, force, return_exceptions=True)
+        await self._wait_idle_unless_forced(self.settings.kill_grace_s + HANDBACK_WAIT_S)
         if self.running_count():
             for worker in self.workers.values():
                 worker.abandon_writes()
@@ -182,6 +171,15 @@ class Runner:
                 stuck,
             )
             self.failed = True
+
+    async def _wait_idle_unless_forced(self, timeout_s: float) -> None:
+        """Wait until no job runs, at most `timeout_s`, or until a second stop signal."""
+        idle = asyncio.ensure_future(self._wait_idle(timeout_s))
+        force = asyncio.ensure_future(self.force_requested.wait())
+        await asyncio.wait([idle, force], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (idle, force):
+            waiter.cancel()
+        await asyncio.gather(idle, force, return_exceptions=True)
 
     async def _wait_idle(self, timeout_s: float | None) -> None:
         await asyncio.gather(*(w.wait_idle(timeout_s) for w in self.workers.values()))

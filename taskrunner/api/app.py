@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -92,5 +91,3 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     except CONNECTION_ERRORS as exc:
         log.warning("%s %s: Redis unavailable: %s", request.method, request.path, exc)
         return envelope(None, status=503, message="Redis is unavailable; try again shortly")
-    except json.JSONDecodeError as exc:
-        return envelope(None, status=400, message=f"body is not valid JSON: {exc}")
