@@ -5,17 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
 
 from taskrunner.aio import wait_event
-from taskrunner.errors import InvalidJob, SpawnError
+from taskrunner.allow import check_program
+from taskrunner.errors import InvalidJob, NotAllowed, SpawnError
 from taskrunner.executor import ExecResult, ExecSpec, Execution
-from taskrunner.jobs import ChannelConfig, Job, JobState
+from taskrunner.jobs import RPC, SCRIPT, ChannelConfig, Job, JobState
+from taskrunner.kinds import find_script
+from taskrunner.metrics import ChannelMetrics
+from taskrunner.rpc import RpcCall, RpcSpec
 from taskrunner.store import CONNECTION_ERRORS, Claimed, Store
 
 log = logging.getLogger("taskrunner.channel")
+output_log = logging.getLogger("taskrunner.output")  # jobs' output lines (channel log_output)
 
 T = TypeVar("T")
 
@@ -23,7 +31,9 @@ T = TypeVar("T")
 DRAIN = "drain"  # runner stopping: hand the job back to its queue
 FENCED = "fenced"  # another runner took the job over: record nothing
 CANCELLED = "cancelled"  # a user cancelled it: final state `cancelled`
+REFUSED = "refused"  # an allowlist refused its program: final state `failed`, no retry
 EARLY_CANCEL_S = 10.0  # how long a cancel for a job not (yet) running here is remembered
+OUTPUT_LOG_LINES = 200  # output lines logged per attempt at most (channel log_output)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,19 +47,42 @@ class ExecPolicy:
     capture_bytes: int = 65536
     result_ttl_s: int = 86400
     task_mode: bool = True
+    bin_path: Path | None = None  # where script jobs' executables live (--bin-path)
+    allow: tuple[str, ...] = ()  # --allow: the programs this runner runs (taskrunner.allow)
+
+
+class Running(Protocol):
+    """A started attempt: a process group (`Execution`) or an HTTP request (`RpcCall`)."""
+
+    def terminate(self, reason: str) -> None: ...
+
+    async def wait(self) -> ExecResult: ...
 
 
 class ChannelWorker:
-    """Claims a channel's jobs while it has free slots; FIFO; at most `worker_count` at once."""
+    """Claims a channel's jobs while it has free slots; FIFO; at most `worker_count` at once.
 
-    def __init__(self, config: ChannelConfig, *, store: Store, policy: ExecPolicy) -> None:
+    `http` is the runner's client session for rpc jobs (None: rpc jobs fail to start);
+    `metrics` the runner's series for this channel (None: counted nowhere)."""
+
+    def __init__(
+        self,
+        config: ChannelConfig,
+        *,
+        store: Store,
+        policy: ExecPolicy,
+        http: aiohttp.ClientSession | None = None,
+        metrics: ChannelMetrics | None = None,
+    ) -> None:
         self.config = config
         self._store = store
         self._policy = policy
+        self._http = http
+        self._metrics = ChannelMetrics.unregistered(config.name) if metrics is None else metrics
         self._wake = asyncio.Event()
         self._closed = False
         self._attempts: dict[str, asyncio.Task[None]] = {}
-        self._executions: dict[str, Execution] = {}
+        self._executions: dict[str, Running] = {}
         self._stop_reasons: dict[str, str] = {}
         self._early_cancels: dict[str, float] = {}
         self._abandon = asyncio.Event()
@@ -69,8 +102,9 @@ class ChannelWorker:
     def update(self, config: ChannelConfig) -> None:
         if config != self.config:
             log.info(
-                "channel %s updated: worker_count=%d distinct=%s paused=%s",
+                "channel %s updated: worker_count=%d distinct=%s paused=%s log_output=%s",
                 config.name, config.worker_count, config.distinct, config.paused,
+                config.log_output, extra={"channel": config.name},
             )  # fmt: skip
             self.config = config
             self.wake()
@@ -88,7 +122,7 @@ class ChannelWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        backoff_s = 0.1
+        backoff_s, failing = 0.1, False
         while not self._closed:
             free = self.config.worker_count - len(self._attempts)
             if self.config.paused or free <= 0 or not self._policy.task_mode:
@@ -100,13 +134,17 @@ class ChannelWorker:
                     self.name, count=free, runner_id=self._policy.runner_id
                 )
             except CONNECTION_ERRORS as exc:
+                if not failing:
+                    self._metrics.claim_lost()
+                failing = True
                 log.warning(
-                    "channel %s: cannot claim jobs (%s); retry in %.1f s", self.name, exc, backoff_s
-                )
+                    "channel %s: cannot claim jobs (%s); retry in %.1f s", self.name, exc, backoff_s,
+                    extra={"channel": self.name},
+                )  # fmt: skip
                 await self._sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
-            backoff_s = 0.1
+            backoff_s, failing = 0.1, False
             for item in claimed:
                 self._start(item)
             if len(claimed) < free:
@@ -130,16 +168,22 @@ class ChannelWorker:
             self._stop_reasons[job_id] = CANCELLED
         task = asyncio.create_task(self._attempt(claimed), name=f"job:{job_id}")
         self._attempts[job_id] = task
-        task.add_done_callback(lambda _t: self._attempt_done(job_id))
+        task.add_done_callback(lambda done: self._attempt_done(claimed, done))
 
-    def _attempt_done(self, job_id: str) -> None:
+    def _attempt_done(self, claimed: Claimed, task: asyncio.Task[None]) -> None:
+        job_id = claimed.job.id
         self._attempts.pop(job_id, None)
         self._executions.pop(job_id, None)
         self._stop_reasons.pop(job_id, None)
         self._wake.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error(
+                "job %s: internal error in its attempt: %r; if still ours, the audit hands it back",
+                job_id, exc, exc_info=exc, extra=_context(claimed),
+            )  # fmt: skip
 
     def terminate(self, job_id: str, reason: str) -> bool:
-        """Stop one running attempt (its whole process group); False if not running here."""
+        """Stop one running attempt (process group or request); False if not running here."""
         if job_id not in self._attempts:
             return False
         self._stop_reasons.setdefault(job_id, reason)
@@ -165,39 +209,77 @@ class ChannelWorker:
 
     async def _attempt(self, claimed: Claimed) -> None:
         job = claimed.job
-        extra = {"job_id": job.id, "channel": job.channel, "attempt": claimed.attempt}
+        extra = _context(claimed)
         if self._stop_reasons.get(job.id) == CANCELLED:
             await self._finish(claimed, _spawn_failure("cancelled before it started"))
             return
         try:
-            spec = self._spec(job)
-            execution = await Execution.start(spec)
+            running = await self._launch(job, extra)
+        except NotAllowed as exc:  # the channel's allowlist may have changed since it was queued
+            log.warning("job %s refused, not retried: %s", job.id, exc, extra=extra)
+            self._stop_reasons[job.id] = REFUSED
+            await self._finish(claimed, _spawn_failure(f"refused at run time: {exc}"))
+            return
         except (SpawnError, InvalidJob) as exc:
             log.warning("job %s cannot start: %s", job.id, exc, extra=extra)
             await self._finish(claimed, _spawn_failure(str(exc)))
             return
-        self._executions[job.id] = execution
+        self._executions[job.id] = running
         reason = self._stop_reasons.get(job.id)
         if reason is not None:
-            execution.terminate(reason)
+            running.terminate(reason)
+        self._metrics.started(latency_s=time.time() - claimed.due_at)
+        pid = running.pid if isinstance(running, Execution) else None
+        extra["pid"] = pid
         log.info(
-            "job %s started: pid=%d %s",
-            job.id,
-            execution.pid,
-            job.task,
-            extra=extra | {"pid": execution.pid},
-        )
-        result = await execution.wait()
+            "job %s started: %s%s", job.id, "" if pid is None else f"pid={pid} ", job.task,
+            extra=extra,
+        )  # fmt: skip
+        result = _judge(job, await running.wait())
+        self._metrics.ran(duration_s=result.duration_s, timed_out=result.kill_reason == "timeout")
+        if self.config.log_output:
+            _log_output(result, extra)
         await self._finish(claimed, result)
+
+    async def _launch(self, job: Job, extra: Mapping[str, Any]) -> Running:
+        """Start the attempt; never suspends once started, so no stop can slip in between."""
+        if job.kind == RPC:
+            if self._http is None:
+                raise SpawnError(f"rpc job {job.id} cannot start: this runner has no HTTP client")
+            return RpcCall.start(self._rpc_spec(job, extra), session=self._http)
+        return await Execution.start(self._spec(job))
+
+    def _timeout_s(self, job: Job) -> float:
+        return job.timeout_s or self.config.timeout_s or self._policy.default_timeout_s
 
     def _spec(self, job: Job) -> ExecSpec:
         policy = self._policy
-        timeout_s = job.timeout_s or self.config.timeout_s or policy.default_timeout_s
+        if job.kind == SCRIPT:  # checked again at run time: the file may be gone or changed
+            program = find_script(policy.bin_path, job.task)
+            argv, cwd = (str(program), *(job.args or ())), str(program.parent)
+        else:
+            argv, cwd = job.argv(shell=policy.shell), None
+        check_program(
+            argv[0], runner=policy.allow, channel=self.config.allow, channel_name=self.name
+        )
         return ExecSpec(
-            argv=job.argv(shell=policy.shell),
-            timeout_s=timeout_s,
+            argv=argv,
+            cwd=cwd,
+            timeout_s=self._timeout_s(job),
             kill_grace_s=policy.kill_grace_s,
             capture_bytes=policy.capture_bytes,
+        )
+
+    def _rpc_spec(self, job: Job, extra: Mapping[str, Any]) -> RpcSpec:
+        if not job.method or not job.url:
+            raise InvalidJob(f"rpc job {job.id} has no method or url: submit it again")
+        return RpcSpec(
+            method=job.method,
+            url=job.url,
+            body=job.body,
+            timeout_s=self._timeout_s(job),
+            capture_bytes=self._policy.capture_bytes,
+            log_context=dict(extra),
         )
 
     async def _finish(self, claimed: Claimed, result: ExecResult) -> None:
@@ -208,57 +290,76 @@ class ChannelWorker:
 
     async def _write_end(self, claimed: Claimed, result: ExecResult) -> None:
         job, reason = claimed.job, self._stop_reasons.get(claimed.job.id)
-        extra = {
-            "job_id": job.id,
-            "channel": job.channel,
-            "attempt": claimed.attempt,
-            "pid": result.pid,
-        }
+        extra = _context(claimed, pid=result.pid)
         runner_id = self._policy.runner_id
         if reason == FENCED:
             log.warning("job %s stopped: another runner took it over", job.id, extra=extra)
             return
         if reason == DRAIN:
-            handed = await _persist(
-                lambda: self._store.hand_back(
-                    runner_id=runner_id, job_id=job.id, channel=job.channel, reason=DRAIN
-                ),
-                what=f"hand back job {job.id}",
-                abandon=self._abandon,
-            )
-            log.info(
-                "job %s handed back to channel %s (drain)%s",
-                job.id,
-                job.channel,
-                "" if handed else ": not handed back (taken over, or Redis unreachable)",
-                extra=extra,
-            )
+            await self._hand_back(job, extra)
             return
-        state, due_at = self._outcome(claimed, result, cancelled=reason == CANCELLED)
-        recorded = await _persist(
+        state, due_at = self._outcome(
+            claimed, result, cancelled=reason == CANCELLED, refused=reason == REFUSED
+        )
+        recorded, successors = await _persist(
             lambda: self._store.finish(
                 claimed,
                 runner_id=runner_id,
                 state=state,
-                result=result_fields(result),
+                result=result_fields(result, kind=job.kind),
                 result_ttl_s=self._policy.result_ttl_s,
                 due_at=due_at,
+                claim_next=self._free_after(job.id),
             ),
             what=f"record the result of job {job.id}",
             abandon=self._abandon,
+            extra=extra,
         )
+        if recorded:
+            self._metrics.ended(state)
+        for item in successors:  # claimed with the result: no extra round trip per job
+            if self._closed:  # the runner began to stop during that round trip
+                await self._hand_back(item.job, _context(item))
+            else:
+                self._start(item)
         level = logging.INFO if result.succeeded else logging.WARNING
         log.log(
             level, "job %s %s: %s in %.3f s%s", job.id, state.value,
-            "exit 0" if result.succeeded else result.error, result.duration_s,
+            "ok" if result.succeeded else result.error, result.duration_s,
             "" if recorded else " (not recorded: taken over, or Redis unreachable)", extra=extra,
         )  # fmt: skip
 
+    async def _hand_back(self, job: Job, extra: dict[str, Any]) -> None:
+        handed = await _persist(
+            lambda: self._store.hand_back(
+                runner_id=self._policy.runner_id, job_id=job.id, channel=job.channel, reason=DRAIN
+            ),
+            what=f"hand back job {job.id}",
+            abandon=self._abandon,
+            extra=extra,
+        )
+        log.info(
+            "job %s handed back to channel %s (drain)%s",
+            job.id,
+            job.channel,
+            "" if handed else ": not handed back (taken over, or Redis unreachable)",
+            extra=extra,
+        )
+
+    def _free_after(self, job_id: str) -> int:
+        """Slots free once this attempt ends, if this channel may claim now (else 0)."""
+        if self._closed or self.config.paused or not self._policy.task_mode:
+            return 0
+        busy = len(self._attempts) - (job_id in self._attempts)
+        return max(0, self.config.worker_count - busy)
+
     def _outcome(
-        self, claimed: Claimed, result: ExecResult, *, cancelled: bool
+        self, claimed: Claimed, result: ExecResult, *, cancelled: bool, refused: bool = False
     ) -> tuple[JobState, float]:
         if cancelled:
             return JobState.CANCELLED, 0.0
+        if refused:
+            return JobState.FAILED, 0.0
         if result.succeeded:
             return JobState.SUCCEEDED, 0.0
         job = claimed.job
@@ -271,9 +372,9 @@ class ChannelWorker:
         return (JobState.DEAD if retries > 0 else JobState.FAILED), 0.0
 
 
-def result_fields(result: ExecResult) -> dict[str, str | bytes]:
-    """The job-hash fields that describe one finished attempt."""
-    return {
+def result_fields(result: ExecResult, *, kind: str = "command") -> dict[str, str | bytes]:
+    """The job-hash fields that describe one finished attempt (rpc: with `http_status`)."""
+    fields: dict[str, str | bytes] = {
         "duration": f"{result.duration_s:.6f}",
         "exit_code": "" if result.exit_code is None else str(result.exit_code),
         "signal": "" if result.signal is None else str(result.signal),
@@ -284,6 +385,55 @@ def result_fields(result: ExecResult) -> dict[str, str | bytes]:
         "stderr_truncated": "1" if result.stderr_truncated else "0",
         "error": result.error or "",
     }
+    if kind == RPC:
+        fields["http_status"] = "" if result.http_status is None else str(result.http_status)
+    return fields
+
+
+def _judge(job: Job, result: ExecResult) -> ExecResult:
+    """kingtask's rule for scripts: output on stderr is a failure, even with exit code 0."""
+    if job.kind == SCRIPT and result.succeeded and result.stderr:
+        return replace(
+            result, error="wrote to stderr: a script reports failure there (kingtask's rule)"
+        )
+    return result
+
+
+def _context(claimed: Claimed, *, pid: int | None = None) -> dict[str, Any]:
+    """A job's fields for log records (`extra=`): job_id, channel, attempt and pid if known."""
+    context: dict[str, Any] = {
+        "job_id": claimed.job.id,
+        "channel": claimed.job.channel,
+        "attempt": claimed.attempt,
+    }
+    if pid is not None:
+        context["pid"] = pid
+    return context
+
+
+def _log_output(result: ExecResult, extra: Mapping[str, Any]) -> None:
+    """Log an attempt's captured output, one record per line, OUTPUT_LOG_LINES at most."""
+    job_id, left = extra["job_id"], OUTPUT_LOG_LINES
+    streams = (
+        ("stdout", result.stdout, result.stdout_truncated),
+        ("stderr", result.stderr, result.stderr_truncated),
+    )
+    for stream, data, truncated in streams:
+        lines = data.decode("utf-8", "replace").splitlines()
+        context = {**extra, "stream": stream}
+        for line in lines[:left]:
+            output_log.info("job %s %s: %s", job_id, stream, line, extra=context)
+        notes = []
+        if len(lines) > left:
+            skipped = len(lines) - left
+            notes.append(
+                f"{skipped} more line(s) not logged: {OUTPUT_LOG_LINES} lines a job at most"
+            )
+        if truncated:
+            notes.append("the middle of the output was not captured")
+        if notes:
+            output_log.info("job %s %s: [%s]", job_id, stream, "; ".join(notes), extra=context)
+        left = max(0, left - len(lines))
 
 
 def _spawn_failure(message: str) -> ExecResult:
@@ -298,7 +448,11 @@ class WriteAbandoned(Exception):
 
 
 async def _persist(
-    operation: Callable[[], Awaitable[T]], *, what: str, abandon: asyncio.Event
+    operation: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    abandon: asyncio.Event,
+    extra: Mapping[str, Any],
 ) -> T:
     """Retry a Redis write until it lands: a finished job's outcome must not be lost.
 
@@ -312,9 +466,9 @@ async def _persist(
             if abandon.is_set():
                 log.error(
                     "cannot %s: Redis unreachable (%s); another runner hands the job back"
-                    " when this runner's lease expires", what, exc,
+                    " when this runner's lease expires", what, exc, extra=extra,
                 )  # fmt: skip
                 raise WriteAbandoned(what) from exc
-            log.warning("cannot %s (%s); retrying in %.1f s", what, exc, delay_s)
+            log.warning("cannot %s (%s); retrying in %.1f s", what, exc, delay_s, extra=extra)
             await wait_event(abandon, delay_s)
             delay_s = min(delay_s * 2, 5.0)

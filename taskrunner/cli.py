@@ -2,42 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import uvloop
 
-from taskrunner import logs
-from taskrunner.config import SETTINGS_FIELDS, Settings, load_config_file, redis_url_from_parts
+from taskrunner import cli_admin, logs, tables
+from taskrunner.cli_base import (
+    EXIT_RUNTIME_FAILURE,
+    EXIT_USAGE,
+    emit,
+    env_option,
+    fail,
+    redis_options,
+    resolve_redis_url,
+    with_service,
+)
+from taskrunner.config import SETTINGS_FIELDS, Settings, load_config_file
 from taskrunner.embedded import EmbeddedRedis
-from taskrunner.errors import ConfigError, StoreUnavailable, TaskRunnerError
-from taskrunner.jobs import Limits
+from taskrunner.errors import ConfigError, StoreUnavailable
 from taskrunner.pidfile import pidfile
 from taskrunner.runner import Runner
-from taskrunner.service import Service, ServiceSettings
+from taskrunner.service import Service
 from taskrunner.store import Store
 
 log = logging.getLogger("taskrunner.cli")
-T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_RUNTIME_FAILURE = 1
-EXIT_USAGE = 2
-DEFAULT_REDIS_HOST = "127.0.0.1:6379"
-
-
-def _option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
-    """A click option that also reads TASKRUNNER_<NAME> from the environment."""
-    name = decls[0].lstrip("-").split("/")[0].replace("-", "_").upper()
-    kwargs.setdefault("envvar", f"TASKRUNNER_{name}")
-    kwargs.setdefault("show_envvar", True)
-    return click.option(*decls, **kwargs)
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -51,44 +44,6 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     return value
 
 
-def redis_options(func: F) -> F:
-    for decorator in reversed(
-        [
-            _option(
-                "--redis-url",
-                help="Redis URL (redis://, rediss://, unix://); overrides --redis-host.",
-            ),
-            _option(
-                "--redis-host",
-                default=None,
-                help=f"Redis HOST:PORT.  [default: {DEFAULT_REDIS_HOST}]",
-            ),
-            _option("--redis-password", default=None, help="Redis password."),
-            _option(
-                "--redis-db", type=int, default=0, show_default=True, help="Redis database number."
-            ),
-            _option("--host", "legacy_host", default=None, hidden=True, envvar="TASKRUNNER_HOST"),
-            _option(
-                "--password",
-                "legacy_password",
-                default=None,
-                hidden=True,
-                envvar="TASKRUNNER_PASSWORD",
-            ),
-        ]
-    ):
-        func = decorator(func)
-    return func
-
-
-def resolve_redis_url(opts: dict[str, Any]) -> str:
-    if opts.get("redis_url"):
-        return str(opts["redis_url"])
-    host = opts.get("redis_host") or opts.get("legacy_host") or DEFAULT_REDIS_HOST
-    password = opts.get("redis_password") or opts.get("legacy_password")
-    return redis_url_from_parts(host, password, int(opts.get("redis_db") or 0))
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="taskrunner")
 def cli() -> None:
@@ -96,87 +51,100 @@ def cli() -> None:
 
 
 @cli.command()
-@_option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
-         callback=_load_config, help="TOML file with any of these options (flags and env win).")  # fmt: skip
+@env_option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+            callback=_load_config, help="TOML file with any of these options (flags and env win).")  # fmt: skip
 @redis_options
-@_option("--embedded-redis", type=click.Path(file_okay=False), default=None,
-         help="Start the bundled Valkey server with its data (AOF) in this directory.")  # fmt: skip
-@_option("--embedded-redis-port", type=int, default=6399, show_default=True,
-         help="Port of the embedded Valkey on 127.0.0.1 (0: any free port).")  # fmt: skip
-@_option(
+@env_option("--embedded-redis", type=click.Path(file_okay=False), default=None,
+            help="Start the bundled Valkey server with its data (AOF) in this directory.")  # fmt: skip
+@env_option("--embedded-redis-port", type=int, default=6399, show_default=True,
+            help="Port of the embedded Valkey on 127.0.0.1 (0: any free port).")  # fmt: skip
+@env_option(
     "--concurrent",
     type=int,
     default=5,
     show_default=True,
     help="Default worker count of a channel.",
 )
-@_option(
+@env_option(
     "--channel-default",
     default="default",
     show_default=True,
     help="Channel for jobs that name none.",
 )
-@_option("--http-addr", default="127.0.0.1:60001", show_default=True, help="HTTP listen HOST:PORT.")
-@_option(
+@env_option(
+    "--http-addr", default="127.0.0.1:60001", show_default=True, help="HTTP listen HOST:PORT."
+)
+@env_option(
     "--pidfile", default="/tmp/task-runner.pid", show_default=True, help="Pidfile ('' for none)."
 )
-@_option(
+@env_option(
     "--task-mode/--no-task-mode",
     default=True,
     show_default=True,
     help="Run jobs (off: route and serve HTTP only).",
 )
-@_option("--colorful-tty", is_flag=True, help="Colour the log on a terminal.")
-@_option("--shell", is_flag=True, help="Run each task with /bin/sh -c instead of splitting it.")
-@_option(
+@env_option("--colorful-tty", is_flag=True, help="Colour the log on a terminal.")
+@env_option("--shell", is_flag=True, help="Run each task with /bin/sh -c instead of splitting it.")
+@env_option(
     "--bin-path",
     type=click.Path(file_okay=False, exists=True),
     default=None,
     help="Directory of kingtask script jobs.",
 )
-@_option(
+@env_option(
     "--result-ttl",
     type=int,
     default=86400,
     show_default=True,
     help="Seconds a finished job's record is kept.",
 )
-@_option(
+@env_option(
     "--drain-timeout",
     type=float,
     default=50.0,
     show_default=True,
     help="Seconds running jobs get to finish on stop.",
 )
-@_option(
+@env_option(
     "--kill-grace",
     type=float,
     default=5.0,
     show_default=True,
     help="Seconds between SIGTERM and SIGKILL.",
 )
-@_option(
+@env_option(
     "--default-timeout",
     type=float,
     default=0.0,
     show_default=True,
     help="Job timeout when neither job nor channel sets one (0: none).",
 )
-@_option(
+@env_option(
     "--lease",
     type=float,
     default=15.0,
     show_default=True,
     help="Seconds without heartbeat before a runner's jobs are handed back.",
 )
-@_option(
+@env_option(
     "--auth-token",
     default=None,
     help="Require 'Authorization: Bearer TOKEN' on HTTP (not /healthz).",
 )
-@_option("--insecure", is_flag=True, help="Allow a non-loopback --http-addr without --auth-token.")
-@_option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@_option(
+@env_option(
+    "--insecure", is_flag=True, help="Allow a non-loopback --http-addr without --auth-token."
+)
+@env_option(
+    "--allow",
+    multiple=True,
+    metavar="PATTERN",
+    help="Run only programs matching PATTERN: a name or glob (php, 'backup-*') matches the"
+    " program's file name, a path glob ('/usr/local/bin/*') its whole path. Repeatable;"
+    " the variable takes patterns separated by spaces. Default: any program"
+    " (docs/SECURITY.md).",
+)
+@env_option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@env_option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -193,7 +161,7 @@ def run(**opts: Any) -> None:
         with pidfile(settings.pidfile):
             code = _serve(settings)
     except ConfigError as exc:
-        _fail(str(exc), EXIT_USAGE)
+        fail(str(exc), EXIT_USAGE)
     sys.exit(code)
 
 
@@ -226,6 +194,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
         insecure=opts["insecure"],
         log_format=opts["log_format"],
         log_level=opts["log_level"],
+        allow=tuple(opts["allow"]),
     )
 
 
@@ -266,37 +235,14 @@ async def _serve_async(settings: Settings, url: str) -> int:
     return EXIT_RUNTIME_FAILURE if runner.failed else 0
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"taskrunner: error: {message}", err=True)
-    sys.exit(code)
-
-
 # -- subcommands that talk to Redis directly --------------------------------------------------
 
 
-def _with_service(opts: dict[str, Any], work: Callable[[Service], Awaitable[T]]) -> T:
-    async def main() -> T:
-        store = Store.from_url(resolve_redis_url(opts))
-        try:
-            await store.ping()
-            settings = ServiceSettings(
-                runner_id="cli",
-                default_channel=opts.get("channel_default") or "default",
-                limits=Limits(),
-            )
-            return await work(Service(store, settings))
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except TaskRunnerError as exc:
-        _fail(str(exc), EXIT_USAGE)
-        raise  # unreachable: _fail exits
-
-
-def _emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2) if as_json else text())
+# push options that are job fields, and the field each one sets
+PUSH_FIELDS = {
+    "job_id": "id", "timeout": "timeout", "dedup_key": "dedup_key", "delay": "delay",
+    "run_at": "run_at", "retries": "retries", "retry_intervals": "retry_intervals",
+}  # fmt: skip
 
 
 @cli.command()
@@ -310,24 +256,42 @@ def _emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
     "--arg", "args", multiple=True, help="Exact argv entry after the program (repeatable)."
 )
 @click.option(
+    "--delay", type=float, default=None, help="Run no earlier than this many seconds from now."
+)
+@click.option(
+    "--run-at", type=float, default=None, help="Run no earlier than this unix time (seconds)."
+)
+@click.option(
+    "--retries",
+    type=int,
+    default=None,
+    help="Retries after the first attempt (default: the channel's, or the number of"
+    " --retry-intervals).",
+)
+@click.option(
+    "--retry-intervals",
+    default=None,
+    metavar='"S S ..."',
+    help='Seconds between attempts, e.g. "60 600 3600"; the last one repeats.',
+)
+@click.option(
     "--channel-default", default="default", envvar="TASKRUNNER_CHANNEL_DEFAULT", hidden=True
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def push(task: str, channel: str, job_id: str | None, timeout: float | None, dedup_key: str | None,
-         args: Sequence[str], as_json: bool, **opts: Any) -> None:  # fmt: skip
-    """Queue TASK (a command line) in a channel; prints the job id."""
-    fields: dict[str, Any] = {
-        "task": task,
-        "channel": channel,
-        "id": job_id,
-        "timeout": timeout,
-        "dedup_key": dedup_key,
-    }
+def push(task: str, channel: str, args: Sequence[str], as_json: bool, **opts: Any) -> None:
+    """Queue TASK (a command line) in a channel; prints the job id.
+
+    Exits 1 when a live job with the same id, or the same command in a distinct channel,
+    refused it (its id is printed)."""
+    fields: dict[str, Any] = {"task": task, "channel": channel}
+    fields.update(
+        {field: opts[option] for option, field in PUSH_FIELDS.items() if opts[option] is not None}
+    )
     if args:
         fields["args"] = list(args)
-    admission = _with_service(opts, lambda s: s.submit(fields, source="cli"))
+    admission = with_service(opts, lambda s: s.submit(fields, source="cli"))
     data = {"id": admission.job_id, "result": admission.accepted, "status": admission.status}
-    _emit(
+    emit(
         data,
         as_json,
         lambda: (
@@ -346,7 +310,7 @@ def push(task: str, channel: str, job_id: str | None, timeout: float | None, ded
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(channel: str | None, as_json: bool, **opts: Any) -> None:
     """Queued, scheduled and running counts per channel."""
-    snaps = _with_service(opts, lambda s: s.snapshots(channel))
+    snaps = with_service(opts, lambda s: s.snapshots(channel))
     data = {
         s.channel: {"queued": s.queued, "scheduled": s.scheduled, "running": s.running}
         for s in snaps
@@ -357,12 +321,12 @@ def status(channel: str | None, as_json: bool, **opts: Any) -> None:
         rows += [f"{s.channel:<24} {s.queued:>8} {s.scheduled:>10} {s.running:>8}" for s in snaps]
         return "\n".join(rows)
 
-    _emit(data, as_json, table)
+    emit(data, as_json, table)
 
 
 @cli.group()
 def queue() -> None:
-    """Create and list channels."""
+    """Create, list, update, pause, resume and delete channels."""
 
 
 @queue.command("create")
@@ -386,7 +350,7 @@ def queue_create(name: str, distinct: bool, worker: int, **opts: Any) -> None:
             service.channel_config(name, distinct=distinct, worker_count=worker)
         )
 
-    _with_service(opts, work)
+    with_service(opts, work)
     click.echo(f"channel {name} created")
 
 
@@ -394,19 +358,17 @@ def queue_create(name: str, distinct: bool, worker: int, **opts: Any) -> None:
 @redis_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def queue_list(as_json: bool, **opts: Any) -> None:
-    """List channels with their settings."""
-    channels = _with_service(opts, lambda s: s.store.load_channels())
-    data = [c.as_dict() for _, c in sorted(channels.items())]
+    """List channels with their settings and queued, scheduled and running counts."""
 
-    def table() -> str:
-        rows = [f"{'CHANNEL':<24} {'WORKERS':>7} {'DISTINCT':>8} {'PAUSED':>6}"]
-        rows += [
-            f"{c['name']:<24} {c['worker_count']:>7} {c['distinct']!s:>8} {c['paused']!s:>6}"
-            for c in data
+    async def work(service: Service) -> list[dict[str, Any]]:
+        channels = await service.store.load_channels()
+        return [
+            {**config.as_dict(), **await service.channel_counts(name)}
+            for name, config in sorted(channels.items())
         ]
-        return "\n".join(rows)
 
-    _emit(data, as_json, table)
+    data = with_service(opts, work)
+    emit(data, as_json, lambda: tables.render(tables.CHANNEL_COLUMNS, tables.channel_rows(data)))
 
 
 @cli.command()
@@ -430,13 +392,13 @@ def result(job_id: str, wait: bool, timeout_s: float, as_json: bool, **opts: Any
             return await service.store.wait_final(job_id, timeout_s=timeout_s)
         return await service.store.get_job(job_id)
 
-    record = _with_service(opts, work)
+    record = with_service(opts, work)
     if record is None:
-        _fail(f"no job {job_id!r}: it never existed or its record expired", EXIT_RUNTIME_FAILURE)
+        fail(f"no job {job_id!r}: it never existed or its record expired", EXIT_RUNTIME_FAILURE)
         return
-    _emit(record, as_json, lambda: _describe(record))
+    emit(record, as_json, lambda: _describe(record))
     if wait and record.get("state") not in ("succeeded", "failed", "dead", "cancelled"):
-        _fail(
+        fail(
             f"job {job_id} is still {record.get('state')} after {timeout_s} s", EXIT_RUNTIME_FAILURE
         )
 
@@ -455,15 +417,33 @@ def _describe(record: dict[str, str]) -> str:
 @cli.command()
 @redis_options
 @click.argument("job_id")
-def cancel(job_id: str, **opts: Any) -> None:
-    """Cancel a queued, scheduled or running job (running: its process group is killed)."""
-    state = _with_service(opts, lambda s: s.cancel(job_id))
-    if state == "cancelled":
+@click.option("--json", "as_json", is_flag=True, help='Print {"id", "state"} as JSON.')
+def cancel(job_id: str, as_json: bool, **opts: Any) -> None:
+    """Cancel a queued, scheduled or running job (running: its process group is killed).
+
+    Exits 1 if the job is unknown or had already ended."""
+    state = with_service(opts, lambda s: s.cancel(job_id))
+    if as_json:
+        emit({"id": job_id, "state": state}, True, str)
+        if state not in ("cancelled", "running"):
+            sys.exit(EXIT_RUNTIME_FAILURE)
+    elif state == "cancelled":
         click.echo(f"job {job_id} cancelled")
     elif state == "running":
         click.echo(f"job {job_id} is running: its runner was told to kill it")
     else:
-        _fail(f"job {job_id} already ended: {state}", EXIT_RUNTIME_FAILURE)
+        fail(f"job {job_id} already ended: {state}", EXIT_RUNTIME_FAILURE)
+
+
+for admin_command in (
+    cli_admin.queue_update,
+    cli_admin.queue_pause,
+    cli_admin.queue_resume,
+    cli_admin.queue_delete,
+):
+    queue.add_command(admin_command)
+cli.add_command(cli_admin.jobs)
+cli.add_command(cli_admin.dead)
 
 
 # -- entry points -----------------------------------------------------------------------------

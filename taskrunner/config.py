@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from taskrunner.errors import ConfigError, InvalidChannel
+from taskrunner.allow import parse_patterns
+from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob
 from taskrunner.jobs import Limits, validate_channel_name
+from taskrunner.redis_url import parse_redis_url
 
 # Config-file keys accepted as aliases of our own names (kingtask's worker.yaml names).
 CONFIG_ALIASES = {"result_keep_time": "result_ttl", "task_run_time": "default_timeout"}
@@ -18,7 +20,7 @@ CONFIG_ALIASES = {"result_keep_time": "result_ttl", "task_run_time": "default_ti
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may hold a password
     embedded_redis_dir: Path | None = None
     embedded_redis_port: int = 6399
     concurrent: int = 5
@@ -41,12 +43,19 @@ class Settings:
     log_format: str = "text"
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
+    allow: tuple[str, ...] = ()  # --allow: programs this runner runs (taskrunner.allow)
 
     def __post_init__(self) -> None:
         try:
             validate_channel_name(self.channel_default)
         except InvalidChannel as exc:
             raise ConfigError(f"--channel-default: {exc}") from exc
+        try:
+            parse_patterns(self.allow, "--allow")
+        except InvalidJob as exc:
+            raise ConfigError(str(exc).replace('"--allow"', "--allow")) from exc
+        if self.embedded_redis_dir is None:
+            parse_redis_url(self.redis_url)  # ConfigError naming the problem, password redacted
         _require(self.concurrent >= 1, f"--concurrent must be at least 1, got {self.concurrent}")
         _require(self.result_ttl_s >= 1, "--result-ttl must be at least 1 second")
         _require(self.drain_timeout_s >= 0, "--drain-timeout must be 0 or more seconds")
@@ -120,6 +129,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
     for key, value in section.items():
         name = key.replace("-", "_")
         options[CONFIG_ALIASES.get(name, name)] = value
+    if isinstance(options.get("allow"), str):  # `allow = "php sh"`: split like TASKRUNNER_ALLOW
+        options["allow"] = options["allow"].split()
     return options
 
 

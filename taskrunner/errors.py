@@ -19,8 +19,21 @@ class InvalidChannel(TaskRunnerError):
     """A channel name is malformed, or names a channel that does not exist."""
 
 
-class ChannelExists(TaskRunnerError):
+class Conflict(TaskRunnerError):
+    """The request clashes with the current state (a live duplicate, a busy channel, ...)."""
+
+
+class ChannelExists(Conflict):
     """A channel with that name already exists."""
+
+
+class DuplicateJob(Conflict):
+    """A job was refused: a live job has the same id, or the same dedup key in a distinct
+    channel. `live_id` is that live job's id."""
+
+    def __init__(self, message: str, *, live_id: str) -> None:
+        super().__init__(message)
+        self.live_id = live_id
 
 
 class JobNotFound(TaskRunnerError):
@@ -33,3 +46,7 @@ class StoreUnavailable(TaskRunnerError):
 
 class SpawnError(TaskRunnerError):
     """The job's command could not be started (not found, not executable, bad cwd)."""
+
+
+class NotAllowed(TaskRunnerError):
+    """A job's program is refused by an allowlist (the runner's --allow, or its channel's)."""

@@ -75,10 +75,12 @@ class ExecResult:
     stderr_truncated: bool
     kill_reason: str | None
     error: str | None
+    http_status: int | None = None  # rpc jobs: the answer's status (None: no answer)
 
     @property
     def succeeded(self) -> bool:
-        return self.exit_code == 0 and self.kill_reason is None
+        """No error: a process exited 0 unstopped, or an rpc job got a 2xx answer."""
+        return self.error is None
 
 
 def describe_signal(signum: int) -> str:

@@ -12,14 +12,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskrunner.allow import parse_patterns
 from taskrunner.errors import InvalidChannel, InvalidJob
 
-CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# \Z, not $: `$` also matches before a trailing newline, which would let "biz\n" through.
+CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 MAX_ARGS = 1024
 MAX_DEDUP_KEY_CHARS = 1024
 MAX_INTERVALS = 64
+MAX_INTERVALS_CHARS = 4096  # the space-separated form of retry_intervals
 MAX_SECONDS = 10 * 365 * 86400.0
+
+# Job kinds: a command line (TaskRunner), or kingtask's script and rpc jobs.
+COMMAND = "command"
+SCRIPT = "script"
+RPC = "rpc"
 
 
 class JobState(enum.StrEnum):
@@ -60,20 +68,27 @@ class ChannelConfig:
     timeout_s: float = 0.0
     retries: int = 0
     retry_intervals: tuple[float, ...] = ()
+    log_output: bool = False  # log each ended job's captured output lines
+    allow: tuple[str, ...] = ()  # allowlist of programs (taskrunner.allow); () = any program
+
+    def __post_init__(self) -> None:
+        validate_channel_name(self.name)  # every key of a channel is built from a valid name
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "name": self.name,
-                "distinct": self.distinct,
-                "worker_count": self.worker_count,
-                "paused": self.paused,
-                "timeout": self.timeout_s,
-                "retries": self.retries,
-                "retry_intervals": list(self.retry_intervals),
-            },
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "name": self.name,
+            "distinct": self.distinct,
+            "worker_count": self.worker_count,
+            "paused": self.paused,
+            "timeout": self.timeout_s,
+            "retries": self.retries,
+            "retry_intervals": list(self.retry_intervals),
+        }
+        if self.log_output:  # written only when on: the stored layout is unchanged otherwise
+            data["log_output"] = True
+        if self.allow:  # likewise
+            data["allow"] = list(self.allow)
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, name: str, raw: str | bytes) -> ChannelConfig:
@@ -94,6 +109,8 @@ class ChannelConfig:
             timeout_s=_seconds(data.get("timeout", 0), "timeout"),
             retries=max(0, _as_int(data.get("retries", 0), "retries")),
             retry_intervals=parse_intervals(data.get("retry_intervals", ())),
+            log_output=_as_bool(data.get("log_output", False)),
+            allow=_stored_patterns(name, data.get("allow")),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,11 +119,18 @@ class ChannelConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
-    """One job as accepted from a producer, before any attempt."""
+    """One job as accepted from a producer, before any attempt.
+
+    `kind` is "command" (run `task`), "script" (run the file `task` inside --bin-path with
+    `args`) or "rpc" (send an HTTP `method` request to `url` with `body`)."""
 
     id: str
     task: str
     channel: str
+    kind: str = COMMAND
+    method: str | None = None
+    url: str | None = None
+    body: str | None = None
     args: tuple[str, ...] | None = None
     ts: float | None = None
     run_at: float | None = None
@@ -126,7 +150,11 @@ class Job:
         return split_command(self.task)
 
     def effective_dedup_key(self) -> str:
-        """What `distinct` compares: the caller's key, else program + argv."""
+        """What `distinct` compares: the caller's key, else program + argv.
+
+        Script and rpc jobs (kingtask's API) are never duplicates: each call is a new job."""
+        if self.kind != COMMAND:
+            return f"{self.kind}:{self.id}"
         if self.dedup_key:
             return self.dedup_key
         if self.args is not None:
@@ -150,6 +178,10 @@ class Job:
             "retry_intervals": " ".join(_fmt(i) for i in self.retry_intervals) or None,
             "timeout": _fmt(self.timeout_s) if self.timeout_s else None,
             "dedup_key": self.dedup_key,
+            "kind": None if self.kind == COMMAND else self.kind,
+            "method": self.method,
+            "url": self.url,
+            "body": self.body,
         }
         record.update({k: v for k, v in optional.items() if v is not None})
         record.update(self.extra)
@@ -171,6 +203,10 @@ class Job:
             timeout_s=float(record.get("timeout", 0) or 0),
             dedup_key=record.get("dedup_key"),
             created_at=float(record.get("created_at", 0) or 0),
+            kind=record.get("kind") or COMMAND,
+            method=record.get("method"),
+            url=record.get("url"),
+            body=record.get("body"),
         )
 
 
@@ -191,6 +227,7 @@ class Limits:
 
     max_message_bytes: int = 256 * 1024
     max_task_chars: int = 64 * 1024
+    max_args_chars: int = 64 * 1024  # all of `args` together
 
 
 def parse_message(
@@ -204,6 +241,8 @@ def parse_message(
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJob(f"message is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidJob("message is not usable JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidJob(f"message is a JSON {type(data).__name__}, expected an object")
     fields = dict(data)
@@ -223,6 +262,7 @@ def job_from_fields(
         raise InvalidJob(
             f'"task" is {len(task)} characters, over the limit of {limits.max_task_chars}'
         )
+    check_text(task, "task")
     channel = fields.get("channel")
     if channel is None or channel == "":
         channel = default_channel
@@ -240,7 +280,7 @@ def job_from_fields(
         id=job_id,
         task=task,
         channel=channel,
-        args=_parse_args(fields.get("args")),
+        args=_parse_args(fields.get("args"), limits),
         ts=_opt_number(fields.get("ts"), "ts"),
         run_at=_run_at(fields, now),
         retries=retries,
@@ -254,38 +294,67 @@ def job_from_fields(
     return job
 
 
-def parse_intervals(value: Any) -> tuple[float, ...]:
-    """`"60 600 3600"` or `[60, 600, 3600]` -> (60.0, 600.0, 3600.0)."""
+def parse_intervals(value: Any, name: str = "retry_intervals") -> tuple[float, ...]:
+    """`"60 600 3600"` or `[60, 600, 3600]` -> (60.0, 600.0, 3600.0); errors name `name`."""
     if value is None or value == "":
         return ()
     if isinstance(value, str):
+        if len(value) > MAX_INTERVALS_CHARS:
+            raise InvalidJob(
+                f'"{name}" is {len(value)} characters, over the limit of {MAX_INTERVALS_CHARS}'
+            )
         items: Sequence[Any] = value.replace(",", " ").split()
     elif isinstance(value, list | tuple):
         items = value
     else:
         raise InvalidJob(
-            f'"retry_intervals" must be a list of seconds or a space-separated string, got {value!r}'
+            f'"{name}" must be a list of seconds or a space-separated string, got {brief(value)}'
         )
     if len(items) > MAX_INTERVALS:
-        raise InvalidJob(
-            f'"retry_intervals" has {len(items)} entries, over the limit of {MAX_INTERVALS}'
-        )
-    return tuple(_seconds(item, "retry_intervals") for item in items)
+        raise InvalidJob(f'"{name}" has {len(items)} entries, over the limit of {MAX_INTERVALS}')
+    return tuple(_seconds(item, name) for item in items)
 
 
-def _parse_args(value: Any) -> tuple[str, ...] | None:
+def _parse_args(value: Any, limits: Limits) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
+        if len(value) > limits.max_message_bytes:
+            raise InvalidJob(
+                f'"args" is {len(value)} characters, over the limit of {limits.max_message_bytes}'
+            )
         try:
             value = json.loads(value)
         except ValueError as exc:
             raise InvalidJob(f'"args" must be a JSON list of strings: {exc}') from exc
+        except RecursionError:
+            raise InvalidJob('"args" must be a JSON list of strings: nested too deeply') from None
     if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
         raise InvalidJob('"args" must be a list of strings (the argv after the program)')
-    if len(value) > MAX_ARGS:
-        raise InvalidJob(f'"args" has {len(value)} entries, over the limit of {MAX_ARGS}')
+    check_args_size(value, limits)
+    for arg in value:
+        check_text(arg, "args")
     return tuple(value)
+
+
+def check_text(text: str, name: str, *, argv: bool = True) -> str:
+    """Refuse text Redis cannot store (lone surrogates) or, with `argv`, a process argument
+    cannot carry (NUL characters)."""
+    if argv and "\0" in text:
+        raise InvalidJob(f'"{name}" contains a NUL character: a command line cannot carry one')
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidJob(
+            f'"{name}" is not valid Unicode text (a lone surrogate such as \\ud800): send UTF-8'
+        ) from None
+    return text
+
+
+def brief(value: Any, limit: int = 80) -> str:
+    """`repr(value)`, shortened for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 def _run_at(fields: Mapping[str, Any], now: float) -> float | None:
@@ -299,8 +368,10 @@ def _run_at(fields: Mapping[str, Any], now: float) -> float | None:
                 f'"delay" must be between 0 and {MAX_SECONDS:.0f} seconds, got {delay}'
             )
         return now + delay
-    if run_at is not None and run_at < 0:
-        raise InvalidJob(f'"run_at" must be unix seconds, got {run_at}')
+    if run_at is not None and not 0 <= run_at <= now + MAX_SECONDS:
+        raise InvalidJob(
+            f'"run_at" must be unix seconds, at most {MAX_SECONDS:.0f} s from now, got {run_at}'
+        )
     return run_at
 
 
@@ -311,7 +382,7 @@ def _dedup_key(value: Any) -> str | None:
         raise InvalidJob(
             f'"dedup_key" must be a string of at most {MAX_DEDUP_KEY_CHARS} characters'
         )
-    return value
+    return check_text(value, "dedup_key", argv=False)
 
 
 def _opt_number(value: Any, name: str) -> float | None:
@@ -320,20 +391,23 @@ def _opt_number(value: Any, name: str) -> float | None:
     if isinstance(value, bool):
         raise InvalidJob(f'"{name}" must be a number or a numeric string, got {value!r}')
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            raise InvalidJob(f'"{name}" is far too large a number: {brief(value)}') from None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
             raise InvalidJob(
-                f'"{name}" must be a number or a numeric string, got {value!r}'
+                f'"{name}" must be a number or a numeric string, got {brief(value)}'
             ) from None
     else:
         raise InvalidJob(
             f'"{name}" must be a number or a numeric string, got {type(value).__name__}'
         )
     if not math.isfinite(number):
-        raise InvalidJob(f'"{name}" must be a finite number, got {value!r}')
+        raise InvalidJob(f'"{name}" must be a finite number, got {brief(value)}')
     return number
 
 
@@ -351,7 +425,7 @@ def _opt_int(value: Any, name: str) -> int | None:
     if number is None:
         return None
     if number != int(number) or number < 0 or number > 1000:
-        raise InvalidJob(f'"{name}" must be a whole number between 0 and 1000, got {value!r}')
+        raise InvalidJob(f'"{name}" must be a whole number between 0 and 1000, got {brief(value)}')
     return int(number)
 
 
@@ -370,6 +444,43 @@ def _opt_float(value: str | None) -> float | None:
     return None if value is None or value == "" else float(value)
 
 
+def parse_number(value: Any, name: str) -> float | None:
+    """A finite number from a number or numeric string (empty = None); InvalidJob if bad."""
+    return _opt_number(value, name)
+
+
 def _fmt(number: float) -> str:
     """Compact text for a number stored in Redis (`5`, `0.25`, `1491800000.123`)."""
     return repr(int(number)) if number == int(number) else repr(number)
+
+
+def parse_seconds(value: Any, name: str) -> float:
+    """Seconds from a number or numeric string (empty = 0); InvalidJob naming `name` if bad."""
+    return _seconds(value, name)
+
+
+def parse_count(value: Any, name: str) -> int:
+    """A whole number 0-1000 from a number or numeric string (empty = 0)."""
+    return _as_int(value, name)
+
+
+def _stored_patterns(channel: str, value: Any) -> tuple[str, ...]:
+    """A stored channel's allowlist; a bad one refuses the channel rather than dropping the list."""
+    try:
+        return parse_patterns(value)
+    except InvalidJob as exc:
+        raise InvalidChannel(
+            f"channel {channel!r} is stored with a bad allowlist: {exc}; fix it with"
+            f" `taskrunner queue update {channel} --allow PATTERN`"
+        ) from exc
+
+
+def check_args_size(args: Sequence[str], limits: Limits) -> None:
+    """InvalidJob if there are too many arguments or they are too long together."""
+    if len(args) > MAX_ARGS:
+        raise InvalidJob(f'"args" has {len(args)} entries, over the limit of {MAX_ARGS}')
+    total = sum(len(a) for a in args)
+    if total > limits.max_args_chars:
+        raise InvalidJob(
+            f'"args" are {total} characters together, over the limit of {limits.max_args_chars}'
+        )

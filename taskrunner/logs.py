@@ -8,7 +8,9 @@ import sys
 import time
 from typing import Any, Final
 
-CONTEXT_FIELDS: Final = ("job_id", "channel", "attempt", "pid")
+from aiohttp.http_exceptions import HttpProcessingError
+
+CONTEXT_FIELDS: Final = ("job_id", "channel", "attempt", "pid", "stream")
 COLOURS: Final = {
     "DEBUG": "\x1b[36m",
     "INFO": "\x1b[32m",
@@ -49,6 +51,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (an unknown method, a broken header or chunk) as
+    an ERROR with a traceback, though it is the client's mistake and was answered 400: anyone
+    who can reach the port could fill the log with them. Such a record becomes one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = " ".join(str(exc.message).split())[:200]
+            record.msg, record.args = f"{record.getMessage()}: {exc.code} {reason}", ()
+            record.levelno, record.levelname, record.exc_info = logging.INFO, "INFO", None
+        return True
+
+
 def configure(*, log_format: str = "text", colour: bool = False, level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
@@ -59,3 +75,6 @@ def configure(*, log_format: str = "text", colour: bool = False, level: str = "i
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorFilter) for f in server_log.filters):
+        server_log.addFilter(ClientErrorFilter())

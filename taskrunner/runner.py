@@ -10,9 +10,10 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from redis.exceptions import RedisError
 
@@ -20,18 +21,21 @@ from taskrunner.aio import wait_event
 from taskrunner.api.app import build_app
 from taskrunner.channel import CANCELLED, DRAIN, FENCED, ChannelWorker, ExecPolicy
 from taskrunner.config import Settings
-from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob
+from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob, NotAllowed
 from taskrunner.executor import reap_strays
-from taskrunner.jobs import ChannelConfig, parse_message
+from taskrunner.jobs import ChannelConfig, Job, parse_message
+from taskrunner.metrics import RunnerMetrics
+from taskrunner.rpc import new_session
 from taskrunner.scheduler import Scheduler
 from taskrunner.service import Service, ServiceSettings
-from taskrunner.store import CONNECTION_ERRORS, Store
+from taskrunner.store import CONNECTION_ERRORS, Admission, Store
 
 log = logging.getLogger("taskrunner.runner")
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 CHANNEL_REFRESH_S = 1.0
 INGRESS_BLOCK_S = 1.0
+INGRESS_BATCH = 100  # messages routed per round trip under load
 REAP_INTERVAL_S = 5.0
 HANDBACK_WAIT_S = 10.0  # after the kill grace: how long stopped jobs may take to be written back
 
@@ -54,7 +58,12 @@ class Runner:
                 default_channel=settings.channel_default,
                 concurrent=settings.concurrent,
                 limits=settings.limits,
+                result_ttl_s=settings.result_ttl_s,
+                allow=settings.allow,
+                shell=settings.shell,
+                bin_path=settings.bin_path,
             ),
+            channels=self._channel_config,
         )
         self.policy = ExecPolicy(
             runner_id=self.runner_id,
@@ -64,7 +73,10 @@ class Runner:
             capture_bytes=settings.capture_bytes,
             result_ttl_s=settings.result_ttl_s,
             task_mode=settings.task_mode,
+            bin_path=settings.bin_path,
+            allow=settings.allow,
         )
+        self.metrics = RunnerMetrics()
         self.workers: dict[str, ChannelWorker] = {}
         self.scheduler = Scheduler(store, lambda: list(self.workers))
         self.stop_requested = asyncio.Event()
@@ -76,9 +88,10 @@ class Runner:
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
         self._connected_since = time.monotonic()
         self._web: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None  # rpc jobs' client, from start()
         self.failed = False
         self._closing = False
-        self._audit_suspects: set[str] = set()
+        self._audit_suspects: set[tuple[str, str]] = set()  # (job id, attempt)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -108,13 +121,15 @@ class Runner:
 
     async def start(self) -> None:
         await self.store.ping()
-        await self.store.register_runner(self.runner_id)
+        await self.store.register_runner(self.runner_id, lease_s=self.settings.lease_s)
         await self.service.ensure_default_channels()
+        self._http = new_session()
         await self._sync_channels()
         self._spawn(self._ingress_loop(), "ingress")
         self._spawn(self._channel_loop(), "channels")
         self._spawn(self._events_loop(), "events")
         self._spawn(self._heartbeat_loop(), "heartbeat")
+        self._spawn(self._audit_loop(), "audit")
         self._spawn(self._recovery_loop(), "recovery")
         self._spawn(self.scheduler.run(), "scheduler")
         self._spawn(self._reaper_loop(), "reaper")
@@ -205,6 +220,9 @@ class Runner:
         if self._web is not None:
             web_runner, self._web = self._web, None
             await web_runner.cleanup()
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
         with contextlib.suppress(*CONNECTION_ERRORS):
             restored = await self.store.restore_inflight(self.runner_id)
             if restored:
@@ -231,6 +249,16 @@ class Runner:
     def running_count(self) -> int:
         return sum(w.running_count for w in self.workers.values())
 
+    def _channel_config(self, name: str) -> ChannelConfig | None:
+        """A channel's settings as this runner applies them (kept current by pub/sub)."""
+        worker = self.workers.get(name)
+        return None if worker is None else worker.config
+
+    async def metrics_text(self) -> bytes:
+        """`GET /metrics`: this runner's series and the queue counts read from Redis now."""
+        running = {name: w.running_count for name, w in self.workers.items()}
+        return await self.metrics.exposition(self.store, running=running, draining=self.draining)
+
     # -- ingress --------------------------------------------------------------------------
 
     async def _ingress_loop(self) -> None:
@@ -241,39 +269,54 @@ class Runner:
         while self._intake_open:
             try:
                 if resync:  # a reply may have been lost: route what we hold before taking more
-                    for held in await self.store.inflight_messages(self.runner_id):
-                        await self.route(held)
+                    await self.route_many(await self.store.inflight_messages(self.runner_id))
                     resync = False
-                raw = await self.store.take_message(self.runner_id, timeout_s=INGRESS_BLOCK_S)
-                if raw is not None:
-                    await self.route(raw)
+                # Under load, take a batch per round trip; when the queue is empty, block.
+                batch = await self.store.take_messages(self.runner_id, count=INGRESS_BATCH)
+                if not batch:
+                    raw = await self.store.take_message(self.runner_id, timeout_s=INGRESS_BLOCK_S)
+                    batch = [] if raw is None else [raw]
+                await self.route_many(batch)
                 backoff.ok()
             except CONNECTION_ERRORS as exc:
                 resync = True
-                self._connection_lost()
+                self._connection_lost("ingress", backoff)
                 await backoff.wait(exc)
             except RedisError as exc:  # e.g. OOM or a READONLY replica: retry, keep the message
                 resync = True
                 await backoff.wait(exc)
 
-    async def route(self, raw: bytes) -> None:
-        """Route one message taken from the prepare queue (it is in our in-flight list)."""
-        try:
-            job = parse_message(
-                raw,
-                default_channel=self.settings.channel_default,
-                now=time.time(),
-                limits=self.settings.limits,
-            )
-        except (InvalidJob, InvalidChannel) as exc:
-            await self._dead_letter(raw, str(exc))
+    async def route_many(self, raws: Sequence[bytes]) -> None:
+        """Route messages taken from the prepare queue (they are in our in-flight list)."""
+        jobs: list[tuple[Job, bytes]] = []
+        now = time.time()
+        for raw in raws:
+            try:
+                job = parse_message(
+                    raw,
+                    default_channel=self.settings.channel_default,
+                    now=now,
+                    limits=self.settings.limits,
+                )
+                await self.service.check_allowed(job)
+            except (InvalidJob, InvalidChannel, NotAllowed) as exc:
+                await self._dead_letter(raw, str(exc))
+                continue
+            jobs.append((job, raw))
+        if not jobs:
             return
-        admission = await self.store.enqueue(job, runner_id=self.runner_id, raw=raw)
+        admissions = await self.store.enqueue_many(jobs, runner_id=self.runner_id)
+        for (job, raw), admission in zip(jobs, admissions, strict=True):
+            await self._admitted(job, raw, admission)
+
+    async def _admitted(self, job: Job, raw: bytes, admission: Admission) -> None:
         if admission.status == "nochan":
             await self._dead_letter(
                 raw,
                 f"unknown channel {job.channel!r}: create it with POST /queue or `taskrunner queue create`",
             )
+        elif admission.status == "routed":  # this routing ran twice (a lost reply): done
+            log.debug("message of job %s was routed already", job.id, extra={"job_id": job.id})
         elif admission.status == "duplicate":
             log.info(
                 "job refused: duplicate of live job %s in channel %s",
@@ -288,6 +331,9 @@ class Runner:
                 job.channel,
                 extra={"job_id": job.id, "channel": job.channel},
             )
+            worker = self.workers.get(job.channel)
+            if worker is not None and job.run_at is None:
+                worker.wake()  # no need to wait for our own wake-up to come back through pub/sub
 
     async def _dead_letter(self, raw: bytes, reason: str) -> None:
         count = await self.store.dead_letter(
@@ -297,6 +343,7 @@ class Runner:
             source="prepare_queue",
             cap=self.settings.dead_letter_cap,
         )
+        self.metrics.dead_letters_routed.inc()
         log.warning("dead-lettered message #%d: %s: %.200r", count, reason, raw)
 
     # -- channels -------------------------------------------------------------------------
@@ -310,7 +357,7 @@ class Runner:
                 await self._sync_channels()
                 backoff.ok()
             except CONNECTION_ERRORS as exc:
-                self._connection_lost()
+                self._connection_lost("channels", backoff)
                 await backoff.wait(exc)
 
     async def _sync_channels(self) -> None:
@@ -328,7 +375,13 @@ class Runner:
                 self._worker_tasks.pop(name, None)
 
     def _add_worker(self, config: ChannelConfig) -> None:
-        worker = ChannelWorker(config, store=self.store, policy=self.policy)
+        worker = ChannelWorker(
+            config,
+            store=self.store,
+            policy=self.policy,
+            http=self._http,
+            metrics=self.metrics.channel(config.name),
+        )
         self.workers[config.name] = worker
         task = asyncio.create_task(worker.run(), name=f"channel:{config.name}")
         task.add_done_callback(self._loop_done)
@@ -351,14 +404,16 @@ class Runner:
                 async with self.store.subscribe(*handlers) as pubsub:
                     self._wake_everything()  # anything published while we were not listening
                     backoff.ok()
-                    while not self._closing:
+                    while not self._closing and self.store.follows_primary(pubsub):
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=1.0
                         )
                         if message is not None:
                             handlers[_text(message["channel"])](_text(message["data"]))
+                    if not self._closing:
+                        log.info("Redis primary moved (Sentinel failover): subscribing again")
             except CONNECTION_ERRORS as exc:
-                self._connection_lost()
+                self._connection_lost("events", backoff)
                 await backoff.wait(exc)
 
     def _on_wake(self, channel: str) -> None:
@@ -370,7 +425,9 @@ class Runner:
         for worker in self.workers.values():
             if worker.terminate(job_id, CANCELLED):
                 log.info(
-                    "job %s cancelled: stopping its process group", job_id, extra={"job_id": job_id}
+                    "job %s cancelled: stopping its process group",
+                    job_id,
+                    extra={"job_id": job_id, "channel": worker.name},
                 )
                 return
         for worker in self.workers.values():
@@ -398,7 +455,9 @@ class Runner:
 
     # -- liveness and recovery ------------------------------------------------------------
 
-    def _connection_lost(self) -> None:
+    def _connection_lost(self, loop: str, backoff: _Backoff) -> None:
+        if not backoff.failing:  # the first failure of an outage
+            self.metrics.redis_lost(loop)
         self._connected_since = time.monotonic()
 
     async def _heartbeat_loop(self) -> None:
@@ -406,29 +465,34 @@ class Runner:
         backoff = _Backoff("send heartbeat", max_s=interval_s)
         while not self._closing:
             try:
-                alive = await self.store.heartbeat(self.runner_id)
+                alive = await self.store.heartbeat(self.runner_id, lease_s=self.settings.lease_s)
                 backoff.ok()
             except CONNECTION_ERRORS as exc:
-                self._connection_lost()
+                self._connection_lost("heartbeat", backoff)
                 await backoff.wait(exc)
                 continue
             if not alive:
                 await self._fenced()
-            else:
-                with contextlib.suppress(*CONNECTION_ERRORS):
-                    await self._audit_owned_jobs()
             await asyncio.sleep(interval_s)
+
+    async def _audit_loop(self) -> None:
+        """Audits in their own loop: however long one takes, the heartbeat does not wait."""
+        while not self._closing:
+            await asyncio.sleep(self.settings.lease_s / 5)
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._audit_owned_jobs()
 
     async def _audit_owned_jobs(self) -> None:
         """Hand back jobs Redis says we own but we do not run: a claim whose reply was lost.
 
-        A job must look orphaned on two audits in a row, so a claim still in flight is not
-        mistaken for one."""
+        A job must look orphaned on two audits in a row with the same attempt, so a claim still
+        in flight is not mistaken for one, nor a new claim of a job handed back meanwhile."""
         owned = await self.store.runner_job_channels(self.runner_id)
         local = {job_id for w in self.workers.values() for job_id in w.running_job_ids()}
-        suspects = set(owned) - local
+        attempts = await self.store.job_attempts(set(owned) - local)
+        suspects = set(attempts.items())
         orphans, self._audit_suspects = suspects & self._audit_suspects, suspects
-        for job_id in orphans:
+        for job_id, _ in orphans:
             if await self.store.hand_back(
                 runner_id=self.runner_id,
                 job_id=job_id,
@@ -436,7 +500,9 @@ class Runner:
                 reason="claim reply lost",
             ):
                 log.warning(
-                    "job %s was claimed but never started here (reply lost); handed back", job_id
+                    "job %s was claimed but never started here (reply lost); handed back",
+                    job_id,
+                    extra={"job_id": job_id, "channel": owned[job_id]},
                 )
 
     async def _fenced(self) -> None:
@@ -447,8 +513,9 @@ class Runner:
             self.settings.lease_s,
             stopped,
         )
-        await self._wait_idle(None)
-        await self.store.register_runner(self.runner_id)
+        await self._wait_idle(None)  # its claims are refused meanwhile: this ends
+        await self.store.register_runner(self.runner_id, lease_s=self.settings.lease_s)
+        self._wake_everything()  # claim again now, not at the next wake-up
 
     async def _recovery_loop(self) -> None:
         interval_s = min(self.settings.lease_s / 3, 5.0)
@@ -463,27 +530,32 @@ class Runner:
                 await self.recover_dead_runners()
                 backoff.ok()
             except CONNECTION_ERRORS as exc:
-                self._connection_lost()
+                self._connection_lost("recovery", backoff)
                 await backoff.wait(exc)
 
     async def recover_dead_runners(self) -> int:
-        handed = 0
+        """Declare stale runners dead, then hand their jobs and messages back. The verdict
+        comes first and is atomic: a runner that beat meanwhile keeps its jobs, and one declared
+        dead claims nothing more, so the jobs read next are all it holds."""
+        total = 0
         for dead in await self.store.stale_runners(lease_s=self.settings.lease_s):
             if dead == self.runner_id:
                 continue
-            jobs = await self.store.runner_job_channels(dead)
-            for job_id, channel in jobs.items():
-                if await self.store.hand_back(
+            if not await self.store.declare_dead(dead, lease_s=self.settings.lease_s):
+                continue
+            handed = 0
+            for job_id, channel in (await self.store.runner_job_channels(dead)).items():
+                handed += await self.store.hand_back(
                     runner_id=dead, job_id=job_id, channel=channel, reason="runner lost"
-                ):
-                    handed += 1
+                )
             messages = await self.store.restore_inflight(dead)
             await self.store.forget_runner(dead)
             log.warning(
                 "runner %s lost (no heartbeat for %.1f s): %d jobs handed back, %d messages re-queued",
-                dead, self.settings.lease_s, len(jobs), messages,
+                dead, self.settings.lease_s, handed, messages,
             )  # fmt: skip
-        return handed
+            total += handed
+        return total
 
 
 class _Backoff:

@@ -29,11 +29,15 @@ class Scheduler:
         self._channel_names = channel_names
         self._kick = asyncio.Event()
         self._next_due: float | None = None
+        self._promoting = False
         self._closed = False
 
     def kick(self, due_at: float | None = None) -> None:
-        """Re-arm: now, or if `due_at` is earlier than the current timer."""
-        if due_at is None or self._next_due is None or due_at < self._next_due:
+        """Re-arm: now, or if `due_at` is earlier than the current timer.
+
+        While a promotion pass runs, `_next_due` is about to be replaced by what that pass read,
+        which may predate this job: then always re-read."""
+        if self._promoting or due_at is None or self._next_due is None or due_at < self._next_due:
             self._kick.set()
 
     def close(self) -> None:
@@ -44,6 +48,7 @@ class Scheduler:
         backoff_s = 0.1
         while not self._closed:
             self._kick.clear()
+            self._promoting = True
             try:
                 self._next_due = await self._promote_all()
             except CONNECTION_ERRORS as exc:
@@ -51,6 +56,8 @@ class Scheduler:
                 await self._wait(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
+            finally:
+                self._promoting = False
             backoff_s = 0.1
             wait_s = SAFETY_RECHECK_S
             if self._next_due is not None:

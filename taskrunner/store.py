@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import json
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -14,11 +18,16 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
-from taskrunner.errors import ChannelExists, InvalidChannel, StoreUnavailable
-from taskrunner.jobs import ChannelConfig, Job, JobState, validate_channel_name
+from taskrunner.errors import ChannelExists, InvalidChannel, InvalidJob, StoreUnavailable
+from taskrunner.jobs import CHANNEL_NAME_RE, ChannelConfig, Job, JobState, validate_channel_name
+from taskrunner.redis_url import RedisTarget, parse_redis_url, redact_url
+
+__all__ = ["CONNECTION_ERRORS", "Keys", "Store", "redact_url"]
 
 log = logging.getLogger("taskrunner.store")
 
@@ -28,7 +37,8 @@ CONNECTION_ERRORS: Final = (redis_errors.ConnectionError, redis_errors.TimeoutEr
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Every Redis key and pub/sub channel name taskrunner uses, in one place."""
+    """Every Redis key and pub/sub channel name taskrunner uses, in one place. A channel's keys
+    are only built for a valid channel name (InvalidChannel otherwise)."""
 
     prefix: str = "task"
 
@@ -44,16 +54,23 @@ class Keys:
         return f"{self.prefix}:channels"
 
     def queue(self, channel: str) -> str:
-        return f"{self.prefix}:queue:{channel}"
+        return f"{self.prefix}:queue:{validate_channel_name(channel)}"
 
     def scheduled(self, channel: str) -> str:
-        return f"{self.prefix}:scheduled:{channel}"
+        return f"{self.prefix}:scheduled:{validate_channel_name(channel)}"
 
     def running(self, channel: str) -> str:
-        return f"{self.prefix}:running:{channel}"
+        return f"{self.prefix}:running:{validate_channel_name(channel)}"
 
     def distinct(self, channel: str) -> str:
-        return f"{self.prefix}:distinct:{channel}"
+        return f"{self.prefix}:distinct:{validate_channel_name(channel)}"
+
+    def recent(self, channel: str) -> str:
+        return f"{self.prefix}:recent:{validate_channel_name(channel)}"
+
+    @property
+    def dead_jobs(self) -> str:
+        return f"{self.prefix}:dead"
 
     @property
     def job_prefix(self) -> str:
@@ -65,6 +82,10 @@ class Keys:
     @property
     def runners(self) -> str:
         return f"{self.prefix}:runners"
+
+    @property
+    def liveness(self) -> str:
+        return f"{self.prefix}:runners:liveness"
 
     def runner_jobs(self, runner_id: str) -> str:
         return f"{self.prefix}:runner:{runner_id}:jobs"
@@ -101,20 +122,43 @@ class Keys:
     def cancel_events(self) -> str:
         return f"{self.prefix}:events:cancel"
 
+    @property
+    def dead_letter_events(self) -> str:
+        return f"{self.prefix}:events:dead_letters"
+
+
+# Fields of a job listing (everything but the output).
+SUMMARY_FIELDS: Final = (
+    "id", "task", "channel", "kind", "state", "attempt", "retries", "created_at", "run_at",
+    "due_at", "started_at", "finished_at", "duration", "exit_code", "signal", "error", "runner",
+    "http_status", "args", "method", "url",
+)  # fmt: skip
+LIST_CHUNK: Final = 500
+PRIMARY_CHECK_S: Final = 1.0  # redis+sentinel://: how often the sentinels are asked at most
+COALESCE_MAX: Final = 500  # enqueues sent in one pipeline at most
+# One Lua script call: (script name, keys, args).
+ScriptCall = tuple[str, Sequence[Any], Sequence[Any]]
+# A page of job ids from one index: (start, count) -> ids.
+IdSource = Callable[[int, int], Awaitable[list[str]]]
+
+# How many ended jobs each channel's recent index keeps (records themselves expire by TTL).
+RECENT_CAP: Final = 10000
 
 # Fields a claim returns, in this order (see lua/claim.lua).
 CLAIM_FIELDS: Final = (
     "id", "task", "channel", "args", "ts", "run_at", "retries", "retry_intervals",
-    "timeout", "dedup_key", "created_at", "attempt",
+    "timeout", "dedup_key", "created_at", "attempt", "kind", "method", "url", "body", "due_at",
 )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A job this runner now owns for one attempt."""
+    """A job this runner now owns for one attempt; `due_at`: unix seconds it was due to start
+    (its retry's or run_at's due time, else its creation)."""
 
     job: Job
     attempt: int
+    due_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +173,7 @@ class Admission:
         return self.status == "ok"
 
 
-def _text(value: bytes | str | None) -> str:
+def _text(value: Any) -> str:
     if value is None:
         return ""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
@@ -146,34 +190,56 @@ def _load_script(name: str) -> str:
 class Store:
     """Typed operations on taskrunner's Redis data. Owns one connection pool."""
 
-    def __init__(self, client: aioredis.Redis, *, keys: Keys = Keys(), url: str = "") -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        keys: Keys = Keys(),
+        url: str = "",
+        sentinel: Sentinel | None = None,
+    ) -> None:
         self.redis = client
         self.keys = keys
         self.url = url
+        self._sentinel = sentinel  # closed with the store (redis+sentinel:// URLs)
         self._scripts = {
             name: client.register_script(_load_script(name))
             for name in (
                 "enqueue", "claim", "finish", "hand_back", "promote", "dead_letter", "heartbeat",
-                "cancel",
+                "cancel", "retry_dead", "drop_dead", "dead_letter_take", "delete_channel", "take_batch",
             )
         }  # fmt: skip
+        self._pending: list[tuple[ScriptCall, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, keys: Keys = Keys()) -> Store:
+        """A store on any URL form of `taskrunner.redis_url` (ConfigError if invalid). With
+        redis+sentinel://, connections go to the primary the sentinels name at the time, so
+        they follow it after a failover."""
+        target = parse_redis_url(url)
         # No socket_timeout: redis-py wraps every write in `asyncio.wait_for` when one is set,
         # and on Python 3.11 that can swallow a task's cancellation, so a loop could never be
         # stopped. Blocking reads carry their own timeouts (BLMOVE) and keepalive finds dead peers.
-        client = aioredis.Redis.from_url(
-            url,
+        options: dict[str, Any] = {
             # A pooled connection that died with a Redis restart is retried on a fresh one.
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-            retry_on_error=[redis_errors.ConnectionError],
-            socket_connect_timeout=5.0,
-            socket_keepalive=True,
-            health_check_interval=30,
-            decode_responses=False,
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            "retry_on_error": [redis_errors.ConnectionError],
+            "socket_connect_timeout": 5.0,
+            "socket_keepalive": True,
+            "health_check_interval": 30,
+            "decode_responses": False,
+        }
+        if not target.is_sentinel:
+            return cls(aioredis.Redis(**options, **target.node_kwargs()), keys=keys, url=url)
+        sentinel = _sentinel(target)
+        client = sentinel.master_for(
+            str(target.service),
+            connection_pool_class=_PrimaryPool,
+            **options,
+            **target.node_kwargs(),
         )
-        return cls(client, keys=keys, url=url)
+        return cls(client, keys=keys, url=url, sentinel=sentinel)
 
     @property
     def url_for_logs(self) -> str:
@@ -181,17 +247,28 @@ class Store:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     async def ping(self) -> None:
-        """Raise StoreUnavailable, naming the address, unless Redis answers."""
+        """Raise StoreUnavailable, naming the address (password redacted), unless Redis answers."""
         try:
             await self.redis.ping()
-        except CONNECTION_ERRORS as exc:
-            raise StoreUnavailable(f"cannot reach Redis at {redact_url(self.url)}: {exc}") from exc
         except redis_errors.AuthenticationError as exc:
             raise StoreUnavailable(
-                f"Redis at {redact_url(self.url)} refused the password: {exc}"
+                f"Redis at {redact_url(self.url)} refused the credentials ({exc}): check the"
+                " password in the URL (or --redis-password)"
             ) from exc
+        except CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"cannot reach Redis at {redact_url(self.url)}: {exc}") from exc
+
+    def follows_primary(self, pubsub: PubSub) -> bool:
+        """False when Sentinel moved the primary away from the server `pubsub` listens on: the
+        caller subscribes again, on a connection to the new primary. True for other URLs."""
+        pool, connection = self.redis.connection_pool, pubsub.connection
+        if not isinstance(pool, SentinelConnectionPool) or connection is None:
+            return True
+        return pool.master_address is None or _address(connection) == pool.master_address
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[name](keys=list(keys), args=list(args))
@@ -205,8 +282,8 @@ class Store:
             name = _text(name_b)
             try:
                 channels[name] = ChannelConfig.from_json(validate_channel_name(name), value)
-            except InvalidChannel as exc:
-                log.warning("ignoring stored channel %r: %s", name, exc)
+            except (InvalidChannel, InvalidJob) as exc:  # hand-written JSON: skip, do not stop
+                log.warning("ignoring stored channel %r: %s", name[:100], exc)
         return channels
 
     async def get_channel(self, name: str) -> ChannelConfig | None:
@@ -226,10 +303,43 @@ class Store:
         await self.redis.hset(self.keys.channels, config.name, config.to_json())
         await self.redis.publish(self.keys.channel_events, config.name)
 
-    async def delete_channel(self, name: str) -> bool:
-        removed = await self.redis.hdel(self.keys.channels, validate_channel_name(name))
+    async def update_channel(
+        self, name: str, change: Callable[[ChannelConfig], ChannelConfig]
+    ) -> ChannelConfig:
+        """Read, change and write one channel atomically (WATCH); InvalidChannel if missing."""
+        key = self.keys.channels
+        validate_channel_name(name)
+        updated: ChannelConfig | None = None
+
+        async def apply(pipe: Any) -> None:
+            nonlocal updated
+            raw = await pipe.hget(key, name)
+            if raw is None:
+                raise InvalidChannel(f"channel {name!r} does not exist")
+            updated = change(ChannelConfig.from_json(name, raw))
+            pipe.multi()
+            pipe.hset(key, name, updated.to_json())
+
+        await self.redis.transaction(apply, key)
         await self.redis.publish(self.keys.channel_events, name)
-        return bool(removed)
+        assert updated is not None
+        return updated
+
+    async def delete_channel(self, name: str) -> str:
+        """'deleted', 'missing', or 'busy Q S R' when jobs still wait or run in it."""
+        k = self.keys
+        ch = validate_channel_name(name)
+        status = _text(
+            await self._run(
+                "delete_channel",
+                [k.channels, k.queue(ch), k.scheduled(ch), k.running(ch), k.distinct(ch),
+                 k.recent(ch)],
+                [ch],
+            )
+        )  # fmt: skip
+        if status == "deleted":
+            await self.redis.publish(self.keys.channel_events, name)
+        return status
 
     # -- ingress --------------------------------------------------------------------------
 
@@ -243,6 +353,15 @@ class Store:
             "LEFT",
         )
         return None if raw is None else _bytes(raw)
+
+    async def take_messages(self, runner_id: str, *, count: int) -> list[bytes]:
+        """Up to `count` messages to route, no blocking: those already in this runner's in-flight
+        list (a take whose reply was lost left them there), then waiting ones moved into it."""
+        k = self.keys
+        rows = await self._run(
+            "take_batch", [k.prepare_queue, k.prepare_inflight(runner_id)], [count]
+        )
+        return [_bytes(row) for row in rows]
 
     async def inflight_messages(self, runner_id: str) -> list[bytes]:
         """Messages taken by this runner and not yet routed (oldest first)."""
@@ -260,12 +379,54 @@ class Store:
     async def enqueue(
         self, job: Job, *, runner_id: str, raw: bytes = b"", now: float | None = None
     ) -> Admission:
-        """Admit a job atomically (dedup, idempotent id); drop `raw` from in-flight if given."""
+        """Admit a job atomically (dedup, idempotent id); drop `raw` from in-flight if given.
+
+        Enqueues made in the same event-loop turn (concurrent HTTP requests) share one round
+        trip."""
+        status, job_id = await self._coalesced(self._enqueue_call(job, runner_id, raw, now))
+        return Admission(_text(status), _text(job_id))
+
+    def _coalesced(self, call: ScriptCall) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((call, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending())
+        return future
+
+    async def _flush_pending(self) -> None:
+        await asyncio.sleep(0)  # let every request of this loop turn add its call
+        while self._pending:
+            batch, self._pending = self._pending[:COALESCE_MAX], self._pending[COALESCE_MAX:]
+            try:
+                replies = await self._run_many([call for call, _ in batch], raise_on_error=False)
+            except Exception as exc:
+                replies = [exc] * len(batch)
+            for (_, future), reply in zip(batch, replies, strict=True):
+                if future.done():
+                    continue
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+
+    async def enqueue_many(
+        self, items: Sequence[tuple[Job, bytes]], *, runner_id: str
+    ) -> list[Admission]:
+        """`enqueue` for each (job, raw message), in one round trip."""
+        now = time.time()
+        replies = await self._run_many(
+            [self._enqueue_call(job, runner_id, raw, now) for job, raw in items]
+        )
+        return [Admission(_text(status), _text(job_id)) for status, job_id in replies]
+
+    def _enqueue_call(
+        self, job: Job, runner_id: str, raw: bytes, now: float | None
+    ) -> tuple[str, list[Any], list[Any]]:
         now = time.time() if now is None else now
         due_ms = int(job.run_at * 1000) if job.run_at is not None and job.run_at > now else 0
         k, ch = self.keys, job.channel
         fields = [item for pair in job.to_record().items() for item in pair]
-        status, job_id = await self._run(
+        return (
             "enqueue",
             [
                 k.channels, k.job(job.id), k.queue(ch), k.scheduled(ch), k.distinct(ch),
@@ -273,10 +434,9 @@ class Store:
             ],
             [
                 ch, job.id, job.effective_dedup_key(), raw, due_ms, k.job_prefix,
-                k.wake_events, k.schedule_events, *fields,
+                k.wake_events, k.schedule_events, k.job_events, *fields,
             ],
         )  # fmt: skip
-        return Admission(_text(status), _text(job_id))
 
     async def dead_letter(
         self, *, raw: bytes, reason: str, runner_id: str, source: str, cap: int
@@ -296,28 +456,48 @@ class Store:
             await self._run(
                 "dead_letter",
                 [k.prepare_inflight(runner_id), k.dead_letters, k.stats],
-                [raw, entry, cap],
+                [raw, entry, cap, k.dead_letter_events],
             )
         )
 
     async def dead_letters(self, *, start: int = 0, count: int = 100) -> list[dict[str, Any]]:
+        """Refused messages, newest first, each with a stable `id` (a hash of the entry)."""
+        if count <= 0:
+            return []  # LRANGE 0 -1 would be the whole list
         items = await self.redis.lrange(self.keys.dead_letters, start, start + count - 1)
-        return [json.loads(item) for item in items]
+        return [_dead_letter(item) for item in items]
+
+    async def dead_letter_count(self) -> int:
+        return int(await self.redis.llen(self.keys.dead_letters))
+
+    async def take_dead_letter(self, letter_id: str, *, requeue: bool) -> dict[str, Any] | None:
+        """Remove one dead letter by id; with `requeue`, push its message back for routing."""
+        items = await self.redis.lrange(self.keys.dead_letters, 0, -1)
+        for item in items:
+            entry = _dead_letter(item)
+            if entry["id"] == letter_id:
+                raw = str(entry.get("raw", "")) if requeue else ""
+                taken = await self._run(
+                    "dead_letter_take",
+                    [self.keys.dead_letters, self.keys.prepare_queue],
+                    [item, raw, self.keys.dead_letter_events],
+                )
+                return entry if taken else None
+        return None
 
     # -- execution ------------------------------------------------------------------------
 
     async def claim(self, channel: str, *, count: int, runner_id: str) -> list[Claimed]:
+        """Take up to `count` queued jobs; none while the runner is declared dead."""
+        return _claimed(await self._run(*self._claim_call(channel, count, runner_id)))
+
+    def _claim_call(self, channel: str, count: int, runner_id: str) -> ScriptCall:
         k = self.keys
-        rows = await self._run(
+        return (
             "claim",
-            [k.queue(channel), k.runner_jobs(runner_id), k.running(channel)],
-            [count, runner_id, "", k.job_prefix, *CLAIM_FIELDS],
+            [k.queue(channel), k.runner_jobs(runner_id), k.running(channel), k.runners],
+            [count, runner_id, k.job_events, k.job_prefix, *CLAIM_FIELDS],
         )
-        claimed = []
-        for row in rows:
-            record = {f: _text(v) for f, v in zip(CLAIM_FIELDS, row, strict=True) if v is not None}
-            claimed.append(Claimed(Job.from_record(record), int(record["attempt"])))
-        return claimed
 
     async def finish(
         self,
@@ -328,23 +508,60 @@ class Store:
         result: Mapping[str, str | bytes],
         result_ttl_s: int,
         due_at: float = 0.0,
-    ) -> bool:
-        """Record an attempt's end; False if this runner no longer owned it."""
+        claim_next: int = 0,
+    ) -> tuple[bool, list[Claimed]]:
+        """Record an attempt's end, and claim up to `claim_next` jobs of the same channel in the
+        same round trip. The bool is False if this runner no longer owned the attempt."""
         k, job = self.keys, claimed.job
         fields = [item for pair in result.items() for item in pair]
-        done = await self._run(
-            "finish",
-            [
+        calls: list[ScriptCall] = [
+            (
+                "finish",
+                [
                 k.job(job.id), k.runner_jobs(runner_id), k.running(job.channel),
                 k.distinct(job.channel), k.daily(time.strftime("%Y-%m-%d")),
-                k.scheduled(job.channel),
+                k.scheduled(job.channel), k.recent(job.channel), k.dead_jobs,
             ],
             [
                 job.id, runner_id, claimed.attempt, state.value, int(due_at * 1000),
-                max(1, result_ttl_s), k.job_events, k.schedule_events, job.channel, *fields,
+                max(1, result_ttl_s), k.job_events, k.schedule_events, job.channel, RECENT_CAP,
+                *fields,
             ],
-        )  # fmt: skip
-        return bool(done)
+            )
+        ]  # fmt: skip
+        if claim_next > 0:
+            calls.append(self._claim_call(job.channel, claim_next, runner_id))
+        replies: list[Any] = await asyncio.gather(
+            *(self._coalesced(call) for call in calls), return_exceptions=True
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return bool(replies[0]), _claimed(replies[1]) if claim_next > 0 else []
+
+    async def _run_many(
+        self, calls: Sequence[ScriptCall], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Several scripts in one round trip (a pipeline of EVALSHAs, not a transaction).
+
+        With raise_on_error=False, a call that failed has its exception in its reply's place."""
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, keys, args in calls:
+                    pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+                try:
+                    replies = list(await pipe.execute(raise_on_error=raise_on_error))
+                except redis_errors.NoScriptError:
+                    replies = [redis_errors.NoScriptError()]
+                if attempt == 1 and any(isinstance(r, redis_errors.NoScriptError) for r in replies):
+                    await self.load_scripts()  # Redis restarted, or its script cache was flushed
+                    continue
+                return replies
+        raise AssertionError("unreachable")
+
+    async def load_scripts(self) -> None:
+        for script in self._scripts.values():
+            await self.redis.script_load(script.script)
 
     async def hand_back(self, *, runner_id: str, job_id: str, channel: str, reason: str) -> bool:
         k = self.keys
@@ -369,8 +586,9 @@ class Store:
                 k.scheduled(ch),
                 k.distinct(ch),
                 k.daily(time.strftime("%Y-%m-%d")),
+                k.recent(ch),
             ],
-            [job_id, max(1, result_ttl_s), k.job_events, k.cancel_events],
+            [job_id, max(1, result_ttl_s), k.job_events, k.cancel_events, RECENT_CAP],
         )
         return _text(state)
 
@@ -391,6 +609,32 @@ class Store:
                 else:
                     return record
 
+    async def retry_dead(self, job_id: str) -> Admission:
+        """Queue a dead job again; status 'ok', 'duplicate', 'nochan', 'missing' or its state."""
+        channel = await self.redis.hget(self.keys.job(job_id), "channel")
+        if channel is None:
+            await self.redis.zrem(self.keys.dead_jobs, job_id)
+            return Admission("missing", "")
+        k, ch = self.keys, _text(channel)
+        status, holder = await self._run(
+            "retry_dead",
+            [k.job(job_id), k.dead_jobs, k.queue(ch), k.distinct(ch), k.recent(ch), k.channels],
+            [job_id, k.job_prefix, k.wake_events, k.job_events, ch],
+        )
+        return Admission(_text(status), _text(holder))
+
+    async def drop_dead(self, job_id: str) -> str:
+        """Delete a dead job's record: 'dropped', 'missing', or its state if not dead."""
+        channel = _text(await self.redis.hget(self.keys.job(job_id), "channel"))
+        recent = self.keys.recent(channel) if channel else self.keys.dead_jobs
+        return _text(
+            await self._run(
+                "drop_dead",
+                [self.keys.job(job_id), self.keys.dead_jobs, recent],
+                [job_id, self.keys.job_events],
+            )
+        )
+
     async def promote_due(self, channel: str, *, limit: int = 1000) -> tuple[int, float | None]:
         """Queue the channel's due jobs; returns (moved, next due unix time or None)."""
         k = self.keys
@@ -404,36 +648,67 @@ class Store:
 
     # -- runners and recovery -------------------------------------------------------------
 
-    async def register_runner(self, runner_id: str) -> None:
-        await self._run("heartbeat", [self.keys.runners], [runner_id, "register"])
+    async def _liveness(self, runner_id: str, mode: str, *args: Any) -> Any:
+        keys = [self.keys.runners, self.keys.liveness]
+        if mode == "forget":
+            keys.append(self.keys.runner_jobs(runner_id))
+        return await self._run("heartbeat", keys, [runner_id, mode, *args])
 
-    async def heartbeat(self, runner_id: str) -> bool:
-        """Refresh this runner's liveness; False if another runner declared it dead."""
-        return int(await self._run("heartbeat", [self.keys.runners], [runner_id, "beat"])) >= 0
+    async def register_runner(self, runner_id: str, *, lease_s: float | None = None) -> None:
+        await self._liveness(runner_id, "register", _ms(lease_s))
+
+    async def heartbeat(self, runner_id: str, *, lease_s: float | None = None) -> bool:
+        """Refresh this runner's liveness; False if another runner declared it dead. With
+        `lease_s`: when no runner beat for 3/4 of it (Redis hung or was away), nobody is
+        declared dead for a lease from now."""
+        return int(await self._liveness(runner_id, "beat", _ms(lease_s))) >= 0
 
     async def unregister_runner(self, runner_id: str) -> None:
-        await self._run("heartbeat", [self.keys.runners], [runner_id, "leave"])
+        await self._liveness(runner_id, "leave")
         await self.redis.delete(self.keys.runner_jobs(runner_id))
 
     async def stale_runners(self, *, lease_s: float) -> list[str]:
-        rows = await self._run("heartbeat", [self.keys.runners], ["", "stale", int(lease_s * 1000)])
+        """Runners whose last beat is older than the lease, or that were declared dead."""
+        rows = await self._liveness("", "stale", int(lease_s * 1000))
         return [_text(row) for row in rows]
+
+    async def declare_dead(self, runner_id: str, *, lease_s: float) -> bool:
+        """Declare a stale runner dead, atomically with the check that it is still stale (and
+        that the beats of all runners have not just resumed after Redis hung or was away): from
+        then on its heartbeat says so and its claims are refused. False if not."""
+        return bool(await self._liveness(runner_id, "judge", int(lease_s * 1000)))
 
     async def runner_job_channels(self, runner_id: str) -> dict[str, str]:
         """The jobs a runner holds, with each job's channel."""
         ids = [_text(i) for i in await self.redis.smembers(self.keys.runner_jobs(runner_id))]
+        return {i: _text(c) for i, c in (await self._job_field(ids, "channel")).items()}
+
+    async def job_attempts(self, job_ids: Collection[str]) -> dict[str, str]:
+        """The current attempt number of each job (jobs without a record left out)."""
+        found = await self._job_field(list(job_ids), "attempt")
+        return {i: _text(a) for i, a in found.items() if a is not None}
+
+    async def _job_field(self, ids: Sequence[str], field: str) -> dict[str, Any]:
+        """One field of each job's record, in one round trip (None where there is none)."""
         if not ids:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hget(self.keys.job(job_id), "channel")
-            channels = await pipe.execute()
-        return {i: _text(c) for i, c in zip(ids, channels, strict=True)}
+                pipe.hget(self.keys.job(job_id), field)
+            return dict(zip(ids, await pipe.execute(), strict=True))
+
+    async def runners(self) -> list[tuple[str, float]]:
+        """Registered runners with their last heartbeat (unix seconds, Redis clock); runners
+        declared dead and not forgotten yet are left out."""
+        rows: list[Any] = await self.redis.zrangebyscore(
+            self.keys.runners, 0, "+inf", withscores=True
+        )
+        return [(_text(r), float(score) / 1000) for r, score in rows]
 
     async def forget_runner(self, runner_id: str) -> None:
-        """Remove a dead runner once its jobs and messages were handed back."""
-        await self.redis.zrem(self.keys.runners, runner_id)
-        await self.redis.delete(self.keys.runner_jobs(runner_id))
+        """Remove a runner declared dead once its jobs and messages were handed back (not if
+        it has registered again since: its job set is its own again)."""
+        await self._liveness(runner_id, "forget")
 
     # -- reading --------------------------------------------------------------------------
 
@@ -448,9 +723,11 @@ class Store:
             pipe.llen(k.queue(channel))
             pipe.scard(k.running(channel))
             pipe.zcard(k.scheduled(channel))
-            pipe.lrange(k.queue(channel), -limit, -1)
-            pipe.srandmember(k.running(channel), limit)
-            queued_n, running_n, scheduled_n, queued, running = await pipe.execute()
+            if limit > 0:  # counts only otherwise: LRANGE -0 -1 would read the whole queue
+                pipe.lrange(k.queue(channel), -limit, -1)
+                pipe.srandmember(k.running(channel), limit)
+            queued_n, running_n, scheduled_n, *listed = await pipe.execute()
+        queued, running = listed or ([], [])
         queued_ids = [_text(i) for i in reversed(queued)]
         running_ids = [_text(i) for i in running]
         ids = running_ids + queued_ids
@@ -465,6 +742,96 @@ class Store:
         ]
         return ChannelSnapshot(channel, int(queued_n), int(running_n), int(scheduled_n), jobs)
 
+    async def list_jobs(
+        self, *, channels: Sequence[str], state: JobState | None, offset: int, limit: int
+    ) -> tuple[list[dict[str, str]], int | None]:
+        """Job summaries of the channels, optionally in one state, with offset paging.
+
+        Order per channel: running, queued (oldest first), scheduled and retrying (soonest due
+        first), ended (newest first). Returns (jobs, next offset or None at the end)."""
+        sources = [src for ch in channels for src in self._job_sources(ch, state)]
+        found: list[dict[str, str]] = []
+        skip, position = offset, offset
+        for source in sources:
+            start = 0
+            while len(found) < limit + 1:
+                ids = await source(start, LIST_CHUNK)
+                if not ids:
+                    break
+                start += len(ids)
+                for record in await self._summaries(ids):
+                    if record is None or (state is not None and record["state"] != state):
+                        continue
+                    if skip > 0:
+                        skip -= 1
+                        continue
+                    found.append(record)
+                if len(ids) < LIST_CHUNK:
+                    break
+            if len(found) > limit:
+                break
+        more = len(found) > limit
+        return found[:limit], position + limit if more else None
+
+    def _job_sources(self, channel: str, state: JobState | None) -> list[IdSource]:
+        k, r = self.keys, self.redis
+
+        async def running(start: int, count: int) -> list[str]:
+            if start:
+                return []
+            return sorted(_text(i) for i in await r.smembers(k.running(channel)))
+
+        async def queued(start: int, count: int) -> list[str]:
+            end = -1 - start
+            items = await r.lrange(k.queue(channel), end - count + 1, end)
+            return [_text(i) for i in reversed(items)]
+
+        async def scheduled(start: int, count: int) -> list[str]:
+            return [
+                _text(i) for i in await r.zrange(k.scheduled(channel), start, start + count - 1)
+            ]
+
+        async def ended(start: int, count: int) -> list[str]:
+            items = await r.zrange(k.recent(channel), start, start + count - 1, desc=True)
+            return [_text(i) for i in items]
+
+        by_state: dict[JobState, list[IdSource]] = {
+            JobState.RUNNING: [running],
+            JobState.QUEUED: [queued],
+            JobState.SCHEDULED: [scheduled],
+            JobState.RETRYING: [scheduled],
+        }
+        if state is None:
+            return [running, queued, scheduled, ended]
+        return by_state.get(state, [ended])
+
+    async def _summaries(self, ids: Sequence[str]) -> list[dict[str, str] | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self.keys.job(job_id), *SUMMARY_FIELDS)
+            rows = await pipe.execute()
+        summaries: list[dict[str, str] | None] = []
+        for row in rows:
+            record = {
+                f: _text(v) for f, v in zip(SUMMARY_FIELDS, row, strict=True) if v is not None
+            }
+            summaries.append(record if "state" in record else None)
+        return summaries
+
+    async def dead_jobs(self, *, offset: int, limit: int) -> tuple[list[dict[str, str]], int]:
+        """Dead jobs, newest first, with their last error; and how many there are."""
+        k = self.keys
+        ids: list[str] = []
+        if limit > 0:  # ZRANGE 0 -1 would be every dead job
+            found = await self.redis.zrange(k.dead_jobs, offset, offset + limit - 1, desc=True)
+            ids = [_text(i) for i in found]
+        total = int(await self.redis.zcard(k.dead_jobs))
+        records = await self._summaries(ids)
+        gone = [i for i, rec in zip(ids, records, strict=True) if rec is None]
+        if gone:
+            await self.redis.zrem(k.dead_jobs, *gone)
+        return [rec for rec in records if rec is not None], total - len(gone)
+
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.stats)
         return {_text(f): int(v) for f, v in raw.items()}
@@ -472,6 +839,25 @@ class Store:
     async def daily_counts(self, date: str) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.daily(date))
         return {_text(f): int(v) for f, v in raw.items()}
+
+    async def queue_counts(self, channels: Sequence[str]) -> QueueCounts:
+        """Job counts by channel and dead totals in one round trip, with O(1) commands only."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in channels:
+                pipe.llen(k.queue(name))
+                pipe.zcard(k.scheduled(name))
+                pipe.scard(k.running(name))
+            pipe.zcard(k.dead_jobs)
+            pipe.llen(k.dead_letters)
+            counts = [int(n) for n in await pipe.execute()]
+        return QueueCounts(
+            queued=dict(zip(channels, counts[0:-2:3], strict=True)),
+            scheduled=dict(zip(channels, counts[1:-2:3], strict=True)),
+            running=dict(zip(channels, counts[2:-2:3], strict=True)),
+            dead_jobs=counts[-2],
+            dead_letters=counts[-1],
+        )
 
     # -- pub/sub --------------------------------------------------------------------------
 
@@ -483,6 +869,48 @@ class Store:
             yield pubsub
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # -- kingtask -------------------------------------------------------------------------
+
+    async def undo_count(self, *, now: float | None = None) -> int:
+        """kingtask's backlog over all channels: queued jobs plus scheduled ones already due."""
+        now_ms = int((time.time() if now is None else now) * 1000)
+        stored = [_text(n) for n in await self.redis.hkeys(self.keys.channels)]
+        names = [name for name in stored if CHANNEL_NAME_RE.match(name)]
+        if not names:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.llen(self.keys.queue(name))
+                pipe.zcount(self.keys.scheduled(name), "-inf", now_ms)
+            counts = await pipe.execute()
+        return sum(int(c) for c in counts)
+
+
+def _ms(seconds: float | None) -> int | str:
+    return "" if seconds is None else int(seconds * 1000)
+
+
+def _claimed(rows: Sequence[Sequence[Any]]) -> list[Claimed]:
+    claimed = []
+    for row in rows:
+        record = {f: _text(v) for f, v in zip(CLAIM_FIELDS, row, strict=True) if v is not None}
+        due_ms = record.get("due_at")
+        due_at = float(due_ms) / 1000 if due_ms else float(record.get("created_at") or 0)
+        claimed.append(Claimed(Job.from_record(record), int(record["attempt"]), due_at))
+    return claimed
+
+
+def _dead_letter(item: bytes | str) -> dict[str, Any]:
+    text = _text(item)
+    try:
+        entry = json.loads(text)
+    except ValueError:
+        entry = {"reason": "unreadable dead-letter entry", "raw": text}
+    if not isinstance(entry, dict):
+        entry = {"reason": "unreadable dead-letter entry", "raw": text}
+    entry["id"] = hashlib.sha1(_bytes(item)).hexdigest()[:16]
+    return entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,11 +930,56 @@ class ChannelSnapshot:
     jobs: list[JobSummary]
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***` (safe for logs and errors)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueCounts:
+    """Counts over every runner: jobs by channel, dead jobs, dead letters kept."""
+
+    queued: dict[str, int]
+    scheduled: dict[str, int]
+    running: dict[str, int]
+    dead_jobs: int
+    dead_letters: int
+
+
+# -- redis+sentinel:// -------------------------------------------------------------------------
+
+
+class _PrimaryPool(SentinelConnectionPool):
+    """Sentinel's pool, following a failover even while the old primary still takes writes
+    (until the sentinels demote it, about ten seconds later): at most once every
+    PRIMARY_CHECK_S, taking a connection first asks the sentinels where the primary is (when it
+    moved, idle connections close), and a connection released after the primary moved away
+    from its server is closed (redis-py's asyncio pool would keep it; its sync pool does not).
+    """
+
+    _checked_at = -math.inf
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        now = time.monotonic()
+        if now - self._checked_at >= PRIMARY_CHECK_S:
+            self._checked_at = now
+            with contextlib.suppress(*CONNECTION_ERRORS):  # sentinels away: keep what we know
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        connection: AbstractConnection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        if self.master_address is not None and _address(connection) != self.master_address:
+            await connection.disconnect()
+        await super().release(connection)
+
+
+def _address(connection: AbstractConnection) -> tuple[Any, Any]:
+    return getattr(connection, "host", None), getattr(connection, "port", None)
+
+
+def _sentinel(target: RedisTarget) -> Sentinel:
+    """The sentinels of a redis+sentinel:// URL: short timeouts and one retry each, so one
+    sentinel down costs little before the next one is asked."""
+    sentinel_options = {
+        "socket_connect_timeout": 2.0,
+        "socket_keepalive": True,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
+        **target.sentinel_kwargs(),
+    }
+    return Sentinel(list(target.hosts), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]

@@ -9,8 +9,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +46,8 @@ class RedisServer:
 
     `stop()`, `start()` and `restart()` keep the port and the dir, so a test can take the server
     away under a client and bring it back. Data does not survive a restart (no RDB, no AOF).
+    `password` sets `requirepass` (and `masterauth`, for replication); `extra_args` go last on
+    the command line (e.g. `("--replicaof", HOST, "6379")` for a replica).
     """
 
     def __init__(
@@ -55,18 +58,23 @@ class RedisServer:
         *,
         port: int | None = None,
         appendonly: bool = False,
+        password: str | None = None,
+        extra_args: Sequence[str] = (),
     ):
         self.kind = kind
         self.appendonly = appendonly
         self.binary = binary
         self.dir = dir
         self.port = port if port is not None else free_port()
+        self.password = password
+        self.extra_args = tuple(extra_args)
         self.log_path = dir / "server.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
 
     @property
     def pid(self) -> int:
@@ -139,6 +147,9 @@ class RedisServer:
             "--daemonize", "no",
             "--protected-mode", "yes",
             "--logfile", "",
+            *(("--requirepass", self.password, "--masterauth", self.password)
+              if self.password else ()),
+            *self.extra_args,
         ]  # fmt: skip
 
     def _wait_ready(self) -> None:
@@ -158,10 +169,15 @@ class RedisServer:
             time.sleep(0.02)
 
     def _answers_ping(self) -> bool:
+        auth = _command("AUTH", self.password) if self.password else b""
+        expected = (b"+OK\r\n" if self.password else b"") + b"+PONG"
         try:
             with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
-                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                sock.sendall(auth + _command("PING"))
+                reply = b""
+                while len(reply) < len(expected) and (chunk := sock.recv(64)):
+                    reply += chunk
+                return reply.startswith(expected)
         except OSError:
             return False
 
@@ -170,6 +186,60 @@ class RedisServer:
             return self.log_path.read_bytes()[-max_bytes:].decode(errors="replace")
         except OSError:
             return "(no log)"
+
+
+def _command(*words: str) -> bytes:
+    """One command in the Redis protocol (RESP)."""
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class SentinelServer(RedisServer):
+    """A Sentinel (`redis-server CONF --sentinel`, Valkey's binary too) watching one primary as
+    `service`, with quorum 1 and short timeouts so a failover takes about a second. `password`
+    is the sentinel's own `requirepass`; `primary_password` the data nodes' (`auth-pass`)."""
+
+    def __init__(
+        self,
+        kind: ServerKind,
+        binary: Path,
+        dir: Path,
+        *,
+        primary_port: int,
+        service: str = "mymaster",
+        password: str | None = None,
+        primary_password: str | None = None,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+    ):
+        super().__init__(kind, binary, dir, password=password)
+        self.service = service
+        lines = [
+            f"port {self.port}",
+            f"bind {HOST}",
+            f"dir {dir}",
+            "daemonize no",
+            'logfile ""',
+            f"sentinel monitor {service} {HOST} {primary_port} 1",
+            f"sentinel down-after-milliseconds {service} {down_after_ms}",
+            f"sentinel failover-timeout {service} {failover_timeout_ms}",
+        ]
+        if password:
+            lines.append(f"requirepass {password}")
+        if primary_password:
+            lines.append(f"sentinel auth-pass {service} {primary_password}")
+        self.config_text = "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return f"<SentinelServer {self.kind} {HOST}:{self.port} {self.service}>"
+
+    def _argv(self) -> list[str]:
+        config = self.dir / "sentinel.conf"  # the sentinel rewrites it: a fresh one each start
+        config.write_text(self.config_text)
+        return [str(self.binary), str(config), "--sentinel"]
 
 
 async def wait_until(
@@ -220,3 +290,16 @@ def wait_until_sync(
 def _timeout_message(predicate: object, timeout_s: float, message: str, last: object) -> str:
     what = message or getattr(predicate, "__qualname__", repr(predicate))
     return f"timed out after {timeout_s} s waiting for {what} (last result: {last!r})"
+
+
+def run_script(name: str, *args: str, timeout_s: float) -> tuple[int, str, str]:
+    """Run scripts/NAME.py with this interpreter: (exit code, stdout, stderr)."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import logging
+import sys
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from aiohttp.http_exceptions import BadHttpMethod
 from harness import RunnerHarness, base_url, http, wait_state
 from helpers import wait_until
+
+from taskrunner.logs import ClientErrorFilter, configure
 
 pytestmark = pytest.mark.asyncio
 
@@ -191,3 +196,52 @@ async def test_unknown_route_is_an_envelope_404(runners: RunnerHarness) -> None:
     assert status == 404 and body["status_code"] == 404
     status, body = await http(runner, "GET", "/push")
     assert status == 405 and body["status_code"] == 405
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"task=true"),  # no boundary
+        ("multipart/form-data; boundary=", b'{"task": "true"}'),  # an empty one
+        ("multipart/form-data; boundary=zz", b"--zz\r\nno colon here\r\n\r\ntrue\r\n--zz--\r\n"),
+    ],
+)
+async def test_malformed_multipart_body_is_a_4xx_on_every_form_endpoint(
+    runners: RunnerHarness, content_type: str, body: bytes
+) -> None:
+    # Found by scripts/chaos (hostile HTTP): these were 500 Internal Server Error.
+    runner = await runners.start()
+    headers = {"Content-Type": content_type}
+    for path, status in (("/push", 400), ("/queue", 400), ("/api/v1/task/rpc", 403)):
+        code, answer = await http(runner, "POST", path, data=body, headers=headers)
+        assert code == status, (path, code, answer)
+        message = answer["message"] if isinstance(answer, dict) else answer
+        assert "form" in message, (path, message)
+
+
+async def test_requests_aiohttp_cannot_parse_are_one_info_line_not_an_error_traceback() -> None:
+    # Found by scripts/chaos: `FOO / HTTP/1.1` on a kept-alive connection, a broken header or
+    # chunk: aiohttp answers 400 and logged an ERROR with a traceback for each one.
+    root, server_log = logging.getLogger(), logging.getLogger("aiohttp.server")
+    handlers, level, filters = root.handlers[:], root.level, server_log.filters[:]
+    try:
+        configure(level="info")
+        configure(level="info")  # installs its filter once
+        [installed] = [f for f in server_log.filters if isinstance(f, ClientErrorFilter)]
+    finally:
+        root.handlers[:], server_log.filters[:] = handlers, filters
+        root.setLevel(level)
+    try:
+        raise BadHttpMethod("FOO / HTTP/1.1")
+    except BadHttpMethod:
+        record = server_log.makeRecord(
+            "aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
+            ("127.0.0.1",), sys.exc_info(),
+        )  # fmt: skip
+    assert installed.filter(record)
+    assert (record.levelno, record.exc_info) == (logging.INFO, None)
+    assert record.getMessage().startswith("Error handling request from 127.0.0.1: 400")
+    unexpected = server_log.makeRecord(
+        "aiohttp.server", logging.ERROR, __file__, 1, "boom", (), (ValueError, ValueError(), None)
+    )
+    assert installed.filter(unexpected) and unexpected.levelno == logging.ERROR

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from harness import RunnerHarness, wait_state
 from helpers import wait_until
 
-from taskrunner.jobs import Limits
+from taskrunner.jobs import Job, Limits
 
 pytestmark = pytest.mark.asyncio
 
@@ -150,3 +150,52 @@ async def test_no_task_mode_routes_but_runs_nothing(
     deadline = time.monotonic() + 0.5
     while time.monotonic() < deadline:
         assert (await runner.store.get_job("parked") or {}).get("state") == "queued"
+
+
+# Found by scripts/chaos: a Redis restart while a runner takes or routes messages (the command
+# runs, its reply is lost, redis-py sends it again), and hostile messages.
+
+
+async def test_message_stranded_in_flight_by_a_lost_reply_is_routed_without_a_restart(
+    runners: RunnerHarness, redis: aioredis.Redis
+) -> None:
+    runner = await runners.start()
+    # A take ran in Redis but its reply was lost: the message sits in our in-flight list.
+    inflight = runner.store.keys.prepare_inflight(runner.runner_id)
+    await redis.lpush(inflight, json.dumps({"task": "true 1", "id": "stranded"}))
+    await redis.lpush(QUEUE, json.dumps({"task": "true 2", "id": "after"}))
+    await wait_state(runner.store, "after", "succeeded")
+    await wait_state(runner.store, "stranded", "succeeded", timeout_s=5)
+    assert await redis.llen(inflight) == 0
+
+
+async def test_routing_repeated_after_a_lost_reply_neither_refuses_nor_dead_letters_twice(
+    runners: RunnerHarness, redis: aioredis.Redis
+) -> None:
+    runner = await runners.start(task_mode=False)
+    store, inflight = runner.store, runner.store.keys.prepare_inflight("r1")
+    good, bad = b'{"task": "true", "id": "once"}', b"not json"
+    for raw in (good, bad):
+        await redis.lpush(inflight, raw)
+    job = Job(id="once", task="true", channel="default")
+    for _ in range(2):  # the second call is redis-py sending the same script again
+        [admission] = await store.enqueue_many([(job, good)], runner_id="r1")
+        assert admission.status != "duplicate"
+        await store.dead_letter(raw=bad, reason="bad", runner_id="r1", source="t", cap=100)
+    stats = await store.stats()
+    assert stats.get("refused", 0) == 0 and stats["dead_letters"] == 1
+    assert await redis.llen("task:dead_letters") == 1 and await redis.llen(inflight) == 0
+
+
+@pytest.mark.parametrize("raw", [b"", b"[" * 100_000, b'{"a":' * 30_000 + b"1" + b"}" * 30_000])
+async def test_empty_or_deeply_nested_message_is_dead_lettered_once(
+    runners: RunnerHarness, redis: aioredis.Redis, raw: bytes
+) -> None:
+    runner = await runners.start()
+    await redis.lpush(QUEUE, raw)
+    await redis.lpush(QUEUE, json.dumps({"task": "true", "id": "after"}))
+    await wait_state(runner.store, "after", "succeeded")
+    assert (await runner.store.stats())["dead_letters"] == 1
+    assert await redis.llen(runner.store.keys.prepare_inflight(runner.runner_id)) == 0
+    await runners.stop(runner)  # nothing left to put back, and it stopped cleanly
+    assert await redis.llen(QUEUE) == 0 and not runner.failed

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from taskrunner.errors import InvalidJob
 from taskrunner.service import Service
@@ -40,11 +41,16 @@ async def read_fields(request: web.Request, *, include_query: bool = False) -> d
                 data = json.loads(body)
             except ValueError as exc:
                 raise InvalidJob(f"body is not valid JSON: {exc}") from exc
+            except RecursionError:
+                raise InvalidJob("body is not usable JSON: nested too deeply") from None
             if not isinstance(data, dict):
                 raise InvalidJob(f"body must be a JSON object, got {type(data).__name__}")
             fields.update(data)
     elif request.content_type in FORM_TYPES:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, HttpProcessingError) as exc:  # no boundary, a broken part, ...
+            raise InvalidJob(f"body is not a valid {request.content_type} form: {exc}") from None
         for name in form:
             values = form.getall(name)
             if any(not isinstance(v, str) for v in values):

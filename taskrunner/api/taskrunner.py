@@ -8,6 +8,8 @@ from aiohttp import web
 
 from taskrunner.api.common import SERVICE, envelope, read_fields
 from taskrunner.errors import InvalidJob
+from taskrunner.jobs import brief
+from taskrunner.service import MAX_WORKERS
 from taskrunner.store import ChannelSnapshot
 
 # Upstream's task status numbers in /status.
@@ -88,6 +90,9 @@ async def create_queue(request: web.Request) -> web.Response:
 
 def _worker_count(value: Any) -> int:
     text = str(value).strip() or "0"
-    if isinstance(value, bool) or not text.isdigit():
-        raise InvalidJob(f'"worker" must be a whole number >= 0 (0 = --concurrent), got {value!r}')
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit() and len(text) <= 4):
+        raise InvalidJob(
+            f'"worker" must be a whole number from 0 to {MAX_WORKERS} (0 = --concurrent),'
+            f" got {brief(value)}"
+        )
     return int(text)

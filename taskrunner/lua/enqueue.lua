@@ -3,8 +3,10 @@
 --       5 channel distinct hash, 6 stats hash, 7 ingress in-flight list
 -- ARGV: 1 channel, 2 job id, 3 dedup key, 4 raw message to drop from KEYS[7] ('' = none),
 --       5 due ms (0 = now), 6 job key prefix, 7 wake channel, 8 schedule channel,
---       9.. record field/value pairs
--- Returns {status, id}: 'ok' with the new id, 'duplicate' with the live job's id, 'nochan'.
+--       9 job events channel, 10.. record field/value pairs
+-- Returns {status, id}: 'ok' with the new id, 'duplicate' with the live job's id, 'nochan',
+-- or 'routed' when the raw message is no longer in flight: it was routed already (this call
+-- ran twice because its reply was lost, or the message was handed to another runner).
 local function now()
   local t = redis.call('TIME')
   return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
@@ -20,11 +22,10 @@ local function live(key)
   return state and state ~= 'succeeded' and state ~= 'failed'
     and state ~= 'cancelled' and state ~= 'dead'
 end
-local function drop_raw()
-  if ARGV[4] ~= '' then redis.call('LREM', KEYS[7], 1, ARGV[4]) end
+if ARGV[4] ~= '' and redis.call('LREM', KEYS[7], 1, ARGV[4]) == 0 then
+  return {'routed', ARGV[2]}
 end
 local function refuse(id)
-  drop_raw()
   redis.call('HINCRBY', KEYS[6], 'refused', 1)
   return {'duplicate', id}
 end
@@ -38,7 +39,7 @@ end
 
 redis.call('DEL', KEYS[2])
 local fields = {}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('HSET', KEYS[2], 'created_at', now())
 if distinct then redis.call('HSET', KEYS[2], 'dedup', ARGV[3]) end
@@ -54,5 +55,5 @@ else
   redis.call('HSET', KEYS[2], 'state', 'queued')
   if redis.call('LPUSH', KEYS[3], ARGV[2]) == 1 then redis.call('PUBLISH', ARGV[7], ARGV[1]) end
 end
-drop_raw()
+redis.call('PUBLISH', ARGV[9], ARGV[2] .. (due > 0 and ' scheduled' or ' queued'))
 return {'ok', ARGV[2]}

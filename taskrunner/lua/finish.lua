@@ -1,8 +1,11 @@
 -- Record the end of one attempt, if this runner still owns it.
 -- KEYS: 1 job hash, 2 runner's job set, 3 channel running set, 4 channel distinct hash,
---       5 daily counters hash, 6 channel scheduled zset
+--       5 daily counters hash, 6 channel scheduled zset, 7 channel recent zset, 8 dead jobs zset
 -- ARGV: 1 id, 2 runner id, 3 attempt, 4 new state, 5 due ms (retrying), 6 result ttl s,
---       7 events channel, 8 schedule channel, 9 channel, 10.. result field/value pairs
+--       7 events channel, 8 schedule channel, 9 channel, 10 recent cap,
+--       11.. result field/value pairs
+-- A final job is indexed in the channel's recent zset (newest kept); a dead job also in the
+-- dead zset, and its record does not expire: it stays until it is retried or dropped.
 -- Returns 1, or 0 when the attempt is no longer this runner's (it was handed back).
 local function now()
   local t = redis.call('TIME')
@@ -13,8 +16,9 @@ if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= 'running' then return 0 e
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_at', now(), unpack(fields))
+for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
+local finished = now()
+redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_at', finished, unpack(fields))
 if ARGV[4] == 'retrying' then
   redis.call('HSET', KEYS[1], 'due_at', ARGV[5])
   redis.call('ZADD', KEYS[6], ARGV[5], ARGV[1])
@@ -29,7 +33,14 @@ else
   if ARGV[4] == 'succeeded' or ARGV[4] == 'cancelled' then counter = ARGV[4] end
   redis.call('HINCRBY', KEYS[5], counter, 1)
   redis.call('EXPIRE', KEYS[5], 400 * 86400)
-  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  local score = math.floor(tonumber(finished) * 1000)
+  redis.call('ZADD', KEYS[7], score, ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[10]) - 1)
+  if ARGV[4] == 'dead' then
+    redis.call('ZADD', KEYS[8], score, ARGV[1])
+  else
+    redis.call('EXPIRE', KEYS[1], ARGV[6])
+  end
 end
 redis.call('PUBLISH', ARGV[7], ARGV[1] .. ' ' .. ARGV[4])
 return 1

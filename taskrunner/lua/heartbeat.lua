@@ -1,18 +1,52 @@
--- Runner liveness on Redis's clock. KEYS: 1 runners zset. ARGV: 1 runner id, 2 mode.
--- mode 'register': add; 'beat': refresh, -1 if the runner was declared dead; 'leave': remove;
--- 'stale': ARGV[3] = lease ms, returns the ids whose last beat is older than the lease.
+-- Runner liveness on Redis's clock.
+-- KEYS: 1 runners zset (last beat in ms; -1 once declared dead), 2 liveness hash: `last_beat`
+--       (the last beat of any runner) and `judge_after` (no verdicts before), 3 ('forget'
+--       only) the runner's job set.
+-- ARGV: 1 runner id, 2 mode, 3 lease ms ('register', 'beat', 'stale', 'judge').
+-- 'register': add. 'beat': refresh, -1 if the runner was declared dead. 'leave': remove.
+-- 'stale': the ids whose last beat is older than the lease (or that were declared dead).
+-- 'judge': declare the runner dead if its last beat is still older than the lease. 1 if it is
+--   dead now, else 0. When no runner at all beat for 3/4 of a lease (Redis hung, restarted
+--   or was out of reach, or every runner stalled), nobody is judged for a lease after the
+--   beats resume: no beat could land meanwhile, so everyone looked stale. (A shorter silence
+--   cannot make a runner that beats every lease/5 look stale.)
+-- 'forget': remove a runner declared dead, and its job set, unless it registered again.
+-- A runner declared dead gets -1 from 'beat' and claims nothing (claim.lua) until it
+-- registers again, so the jobs handed back for it are all the jobs it held.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local mode = ARGV[2]
+local id, mode, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local score = tonumber(redis.call('ZSCORE', KEYS[1], id))
+
+local function beat()
+  local last = tonumber(redis.call('HGET', KEYS[2], 'last_beat'))
+  if lease and last and now - last > lease * 3 / 4 then
+    redis.call('HSET', KEYS[2], 'judge_after', now + lease)
+  end
+  redis.call('HSET', KEYS[2], 'last_beat', now)
+  redis.call('ZADD', KEYS[1], now, id)
+end
+
 if mode == 'register' then
-  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  beat()
 elseif mode == 'leave' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[1], id)
 elseif mode == 'stale' then
-  return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
-elseif not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - lease)
+elseif mode == 'judge' then
+  local after = tonumber(redis.call('HGET', KEYS[2], 'judge_after'))
+  if not score or (after and now < after) then return 0 end
+  if score >= 0 and score > now - lease then return 0 end
+  redis.call('ZADD', KEYS[1], -1, id)
+  return 1
+elseif mode == 'forget' then
+  if score and score >= 0 then return 0 end
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('DEL', KEYS[3])
+  return 1
+elseif not score or score < 0 then
   return -1
 else
-  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  beat()
 end
 return now

@@ -1,0 +1,93 @@
+"""Plain-text tables for the CLI: fixed-width columns, long cells cut to one line."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+# A column: its header and width; a negative width right-aligns (numbers).
+Column = tuple[str, int]
+
+JOB_COLUMNS: Sequence[Column] = (
+    ("ID", 36), ("CHANNEL", 16), ("STATE", 9), ("ATTEMPT", -7), ("CREATED", 19), ("TASK", 48),
+)  # fmt: skip
+DEAD_JOB_COLUMNS: Sequence[Column] = (
+    ("ID", 36), ("CHANNEL", 16), ("ATTEMPTS", -8), ("FINISHED", 19), ("LAST ERROR", 48),
+)  # fmt: skip
+DEAD_LETTER_COLUMNS: Sequence[Column] = (
+    ("ID", 16), ("TIME", 19), ("REASON", 48), ("MESSAGE", 40),
+)  # fmt: skip
+CHANNEL_COLUMNS: Sequence[Column] = (
+    ("CHANNEL", 24), ("WORKERS", -7), ("DISTINCT", -8), ("PAUSED", -6), ("QUEUED", -8),
+    ("SCHEDULED", -9), ("RUNNING", -7),
+)  # fmt: skip
+
+
+def render(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> str:
+    """A header line and one line per row; trailing blanks are trimmed."""
+    lines = [_line(columns, [header for header, _ in columns])]
+    lines += [_line(columns, row) for row in rows]
+    return "\n".join(lines)
+
+
+def cut(value: Any, width: int) -> str:
+    """`value` as one line of at most `width` characters ('...' marks a cut; None is '-')."""
+    text = "-" if value is None or value == "" else " ".join(str(value).split())
+    return text if len(text) <= width else text[: max(0, width - 3)] + "..."
+
+
+def when(unix_s: float | None) -> str:
+    """Local time of a unix timestamp, to the second ('-' for none)."""
+    if unix_s is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_s))
+
+
+def job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
+    """Rows of JOB_COLUMNS from job views."""
+    return [
+        [j["id"], j.get("channel"), j.get("state"), j.get("attempt"), when(j.get("created_at")),
+         j.get("task")]
+        for j in jobs
+    ]  # fmt: skip
+
+
+def dead_job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
+    """Rows of DEAD_JOB_COLUMNS from job views."""
+    return [
+        [j["id"], j.get("channel"), j.get("attempt"), when(j.get("finished_at")), j.get("error")]
+        for j in jobs
+    ]
+
+
+def dead_letter_rows(letters: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
+    """Rows of DEAD_LETTER_COLUMNS from dead-letter entries."""
+    return [
+        [entry["id"], when(_number(entry.get("at"))), entry.get("reason"), entry.get("raw")]
+        for entry in letters
+    ]
+
+
+def channel_rows(channels: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
+    """Rows of CHANNEL_COLUMNS from channel settings merged with their counts."""
+    return [
+        [c["name"], c["worker_count"], c["distinct"], c["paused"], c["queued"], c["scheduled"],
+         c["running"]]
+        for c in channels
+    ]  # fmt: skip
+
+
+def _line(columns: Sequence[Column], cells: Sequence[Any]) -> str:
+    parts = []
+    for (_, width), cell in zip(columns, cells, strict=True):
+        text = cut(cell, abs(width))
+        parts.append(text.rjust(-width) if width < 0 else text.ljust(width))
+    return " ".join(parts).rstrip()
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
