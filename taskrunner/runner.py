@@ -64,6 +64,7 @@ class Runner:
                 bin_path=settings.bin_path,
             ),
             channels=self._channel_config,
+            channel_updated=self._channel_updated,
         )
         self.policy = ExecPolicy(
             runner_id=self.runner_id,
@@ -253,6 +254,11 @@ class Runner:
         """A channel's settings as this runner applies them (kept current by pub/sub)."""
         worker = self.workers.get(name)
         return None if worker is None else worker.config
+
+    def _channel_updated(self, config: ChannelConfig) -> None:
+        worker = self.workers.get(config.name)
+        if worker is not None:
+            worker.update(config)
 
     async def metrics_text(self) -> bytes:
         """`GET /metrics`: this runner's series and the queue counts read from Redis now."""

@@ -47,6 +47,8 @@ class ServiceSettings:
 
 # The channel's settings as this process sees them now (None: unknown here, ask Redis).
 ChannelLookup = Callable[[str], ChannelConfig | None]
+# Told of a channel this process just changed, so its own next request sees the change.
+ChannelUpdated = Callable[[ChannelConfig], None]
 CHANNEL_CACHE_S = 1.0  # how long a channel's allowlist read from Redis is reused at ingress
 CHANNEL_CACHE_MAX = 1000
 
@@ -86,11 +88,17 @@ class ChannelAllowlists:
 
 class Service:
     def __init__(
-        self, store: Store, settings: ServiceSettings, *, channels: ChannelLookup | None = None
+        self,
+        store: Store,
+        settings: ServiceSettings,
+        *,
+        channels: ChannelLookup | None = None,
+        channel_updated: ChannelUpdated | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self._allowlists = ChannelAllowlists(store, channels)
+        self._channel_updated = channel_updated
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -230,6 +238,8 @@ class Service:
             name, lambda current: apply_channel_fields(current, fields)
         )
         log.info("channel %s updated: %s", name, config.to_json())
+        if self._channel_updated is not None:
+            self._channel_updated(config)  # before other runners hear of it through pub/sub
         return config
 
     async def delete_channel(self, name: str) -> None:

@@ -200,6 +200,26 @@ async def test_http_refuses_a_program_the_allowlists_do_not_admit(
     assert status == 200
 
 
+async def test_a_channel_change_applies_to_the_next_request_on_the_same_runner(
+    runners: RunnerHarness,
+) -> None:
+    """The runner that takes a PATCH applies it at once, not when its own pub/sub echo
+    arrives: here the echo never does."""
+    runner = await runners.start()
+    status, _ = await http(runner, "POST", "/api/channels", json={"name": "c", "allow": ["true"]})
+    assert status == 201
+    await wait_until(lambda: "c" in runner.workers)
+    runner._refresh.set = lambda: None  # type: ignore[method-assign]  # no reload from pub/sub
+
+    status, body = await http(runner, "PATCH", "/api/channels/c", json={"allow": ["echo"]})
+    assert status == 200 and body["allow"] == ["echo"]
+    status, body = await http(runner, "POST", "/push", data={"task": "echo x", "channel": "c"})
+    assert status == 200, body
+    status, body = await http(runner, "POST", "/push", data={"task": "true", "channel": "c"})
+    assert status == 403, body
+    assert runner.workers["c"].config.allow == ("echo",)
+
+
 @pytest.mark.parametrize(
     "allow",
     [
