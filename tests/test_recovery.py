@@ -110,6 +110,22 @@ async def test_after_redis_hung_nobody_is_declared_dead_for_a_lease(
     assert (await store.get_job("a") or {})["state"] == "queued"
 
 
+async def test_after_redis_hung_a_recovery_query_served_before_any_beat_judges_nobody(
+    judge: Runner, redis: aioredis.Redis
+) -> None:
+    # Found by the chaos smoke run in CI: after a SIGSTOP the runners' beats were sent only
+    # once their connection pool was free again, so a recovery query could be served first.
+    store = judge.store
+    await slow_runner_holds(store)
+    await redis.zadd(store.keys.runners, {SLOW: 0, judge.runner_id: 0})  # the hang:
+    await redis.hset(store.keys.liveness, "last_beat", 0)  # no liveness call for a long time
+    assert await judge.recover_dead_runners() == 0  # the first call after it: no verdict
+    assert (await store.get_job("a") or {})["state"] == "running"
+    assert await store.heartbeat(SLOW, lease_s=1.0)  # SLOW's beat lands a little later
+    await redis.hset(store.keys.liveness, "judge_after", 0)
+    assert await judge.recover_dead_runners() == 0  # it beat in time: it keeps its job
+
+
 async def test_a_job_handed_back_and_claimed_again_between_two_audits_is_not_an_orphan(
     judge: Runner, redis: aioredis.Redis
 ) -> None:
