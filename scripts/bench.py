@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,13 +84,24 @@ async def spawn_with_runner_path(n: int, concurrency: int = 10) -> float:
     return n / (time.perf_counter() - started)
 
 
-def spawn_with_threads(n: int, concurrency: int = 10) -> float:
+def spawn_with_threads(
+    n: int, concurrency: int = 10, argv: Sequence[str] = ("/bin/true",)
+) -> float:
     """subprocess.run from a thread pool (CPython's vfork path)."""
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        for code in pool.map(lambda _: subprocess.run(["/bin/true"]).returncode, range(n)):
+        for code in pool.map(lambda _: subprocess.run(argv).returncode, range(n)):
             assert code == 0
     return n / (time.perf_counter() - started)
+
+
+def children_cpu_ms(run: Callable[[], object], n: int) -> float:
+    """CPU time (user + system) the n processes started by `run` used, per process, in ms."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return used / n * 1000
 
 
 # -- the system under test ----------------------------------------------------------------------
@@ -254,10 +266,24 @@ async def run(sizes: Sizes) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     log(f"1/8 spawn limit: {sizes.spawn} x /bin/true at concurrency 10")
     own = await spawn_with_runner_path(sizes.spawn)
-    threads = await asyncio.to_thread(spawn_with_threads, sizes.spawn)
+    rates: list[float] = []
+    figures["true_cpu_ms"] = await asyncio.to_thread(
+        children_cpu_ms, lambda: rates.append(spawn_with_threads(sizes.spawn)), sizes.spawn
+    )
+    threads = rates[0]
     figures["spawn_runner_path"] = own
     figures["spawn_threads"] = threads
     figures["spawn_limit"] = max(own, threads)
+    # The same sleep jobs as (3) with no queue at all: what this machine's cores allow.
+    figures["sleep_cpu_ms"] = await asyncio.to_thread(
+        children_cpu_ms,
+        lambda: rates.append(spawn_with_threads(sizes.sleep_jobs, 50, ("sleep", "0.025"))),
+        sizes.sleep_jobs,
+    )
+    figures["sleep_threads"] = rates[1]
+    cores = os.cpu_count() or 1  # the processes' own CPU alone caps any runner at this rate:
+    figures["true_cpu_cap"] = cores * 1000 / figures["true_cpu_ms"]
+    figures["sleep_cpu_cap"] = cores * 1000 / figures["sleep_cpu_ms"]
 
     with tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as tmp:
         workdir = Path(tmp)
@@ -281,7 +307,9 @@ async def run(sizes: Sizes) -> dict[str, Any]:
                 log(f"3/8 end to end: {sizes.sleep_jobs} x sleep 0.025, worker_count 50")
                 sleepy = await throughput(client, "sleepy", "sleep 0.025", sizes.sleep_jobs)
                 figures["sleep_jobs_per_s"] = sleepy
-                figures["sleep_ratio"] = sleepy / min(50 / 0.025, figures["spawn_limit"])
+                ideal = min(50 / 0.025, figures["spawn_limit"])
+                figures["sleep_ratio"] = sleepy / ideal
+                figures["sleep_threads_ratio"] = figures["sleep_threads"] / ideal
 
                 log(f"4/8 start latency at 10 jobs/s for {sizes.latency_s:.0f} s")
                 latencies = await start_latency(client, sizes.latency_s)
@@ -321,10 +349,16 @@ TABLE = [
     ("spawn_runner_path", "spawn: runner's own path, bare loop", "{:,.0f} /s"),
     ("spawn_threads", "spawn: subprocess.run from threads", "{:,.0f} /s"),
     ("spawn_limit", "spawn limit (fastest of the two)", "{:,.0f} /s"),
+    ("true_cpu_ms", "  CPU of one /bin/true process", "{:.2f} ms"),
+    ("true_cpu_cap", "  cores / that: at most", "{:,.0f} /s"),
     ("jobs_per_s", "end to end, /bin/true, 10 workers", "{:,.0f} jobs/s"),
     ("ratio", "  ratio to the spawn limit", "{:.2f}  (target >= 0.75)"),
     ("sleep_jobs_per_s", "end to end, sleep 0.025, 50 workers", "{:,.0f} jobs/s"),
     ("sleep_ratio", "  ratio to the ideal", "{:.2f}  (target >= 0.9)"),
+    ("sleep_threads", "  same jobs, subprocess.run, 50 threads", "{:,.0f} /s  (no queue at all)"),
+    ("sleep_threads_ratio", "    its ratio to the ideal", "{:.2f}"),
+    ("sleep_cpu_ms", "  CPU of one sleep 0.025 process", "{:.2f} ms"),
+    ("sleep_cpu_cap", "  cores / that: at most", "{:,.0f} /s"),
     ("start_p50_ms", "start latency p50 at 10 jobs/s", "{:.1f} ms"),
     ("start_p99_ms", "start latency p99 at 10 jobs/s", "{:.1f} ms  (target <= 10)"),
     ("late_p50_ms", "delayed job lateness p50", "{:.1f} ms"),
@@ -351,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sizes = SMOKE if args.smoke else QUICK if args.quick else FULL
     started = time.monotonic()
     figures = uvloop.run(run(sizes))
-    print(f"taskrunner bench ({'quick' if args.quick else 'full'}, {os.cpu_count()} cores,"
+    print(f"taskrunner bench ({'smoke' if args.smoke else 'quick' if args.quick else 'full'}, {os.cpu_count()} cores,"
           f" Redis: {figures['redis']}, {time.monotonic() - started:.0f} s)")  # fmt: skip
     for key, label, fmt in TABLE:
         print(f"  {label:<40} {fmt.format(figures[key])}")

@@ -358,7 +358,7 @@ def _spawn(spec: ExecSpec) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             spec.argv,
             process_group=0,
-            stdin=subprocess.DEVNULL,
+            stdin=_devnull(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             close_fds=True,
@@ -370,6 +370,12 @@ def _spawn(spec: ExecSpec) -> subprocess.Popen[bytes]:
         raise _spawn_error(spec, exc) from exc
     except ValueError as exc:  # e.g. an embedded NUL byte
         raise SpawnError(f"cannot start {spec.argv[0]!r}: {exc}") from exc
+
+
+@functools.cache
+def _devnull() -> int:
+    """One /dev/null descriptor for every job's stdin (Popen would open and close one each)."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def _spawn_error(spec: ExecSpec, exc: OSError) -> SpawnError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import re
@@ -210,6 +211,7 @@ class Job:
         )
 
 
+@functools.lru_cache(maxsize=4096)  # a queue repeats its command lines; shlex is slow
 def split_command(task: str) -> tuple[str, ...]:
     """Split a command line with POSIX shell quoting rules (no shell involved)."""
     try:

@@ -124,6 +124,15 @@ def test_captures_stdout_and_stderr_bytes(on_loop: OnLoop) -> None:
     assert not result.stderr_truncated
 
 
+def test_every_job_reads_an_empty_stdin_and_no_descriptor_leaks(on_loop: OnLoop) -> None:
+    job = sh("cat; ls /proc/self/fd | wc -l")  # cat ends at once: its stdin is empty
+    assert on_loop(run(job)).stdout.strip() == b"4"  # 0-2 and ls's own: nothing inherited
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        assert on_loop(run(job)).stdout.strip() == b"4"
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_env_and_cwd(on_loop: OnLoop, tmp_path: Path) -> None:
     spec = sh('echo "$GREETING"; pwd', env={"GREETING": "hi there"}, cwd=str(tmp_path))
     result = on_loop(run(spec))
