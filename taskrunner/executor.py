@@ -29,6 +29,7 @@ import ctypes
 import functools
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -47,6 +48,8 @@ _EOF_AFTER_GROUP_S = 1.0  # group gone but a pipe still open (a process escaped 
 _POLL_FIRST_S = 0.001
 _POLL_MAX_S = 0.05
 _PR_SET_CHILD_SUBREAPER = 36
+_FOUND_TTL_S = 1.0  # how long a program found on PATH is started without searching again
+_FOUND_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -354,22 +357,66 @@ async def run(spec: ExecSpec) -> ExecResult:
 def _spawn(spec: ExecSpec) -> subprocess.Popen[bytes]:
     if not spec.argv:
         raise SpawnError("cannot start a job with an empty command")
+    env = None if spec.env is None else dict(spec.env)
     try:
-        return subprocess.Popen(
-            spec.argv,
-            process_group=0,
-            stdin=_devnull(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            close_fds=True,
-            bufsize=0,
-            cwd=spec.cwd,
-            env=None if spec.env is None else dict(spec.env),
-        )
+        executable = _find_on_path(spec.argv[0], env)
+        try:
+            return _popen(spec, env, executable)
+        except FileNotFoundError:
+            if executable is None:
+                raise
+            _FOUND.clear()  # the file went away within the cache's second: search again
+            return _popen(spec, env, None)
     except OSError as exc:
         raise _spawn_error(spec, exc) from exc
     except ValueError as exc:  # e.g. an embedded NUL byte
         raise SpawnError(f"cannot start {spec.argv[0]!r}: {exc}") from exc
+
+
+def _popen(
+    spec: ExecSpec, env: dict[str, str] | None, executable: str | None
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        spec.argv,
+        executable=executable,
+        process_group=0,
+        stdin=_devnull(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        close_fds=True,
+        bufsize=0,
+        cwd=spec.cwd,
+        env=env,
+    )
+
+
+# Where a bare program name was found on PATH: (name, PATH) -> (when, file).
+_FOUND: dict[tuple[str, str], tuple[float, str]] = {}
+
+
+def _find_on_path(name: str, env: Mapping[str, str] | None) -> str | None:
+    """The file a bare name (no "/") runs, as found on the job's PATH less than a second ago.
+
+    Popen would build the candidate list in Python and let the child try each directory in
+    turn while the event loop waits for its exec; a queue starts the same few programs again
+    and again. None (Popen searches itself) for paths, names not found, and a PATH with
+    relative entries, which depend on the job's working directory."""
+    if "/" in name:
+        return None
+    path = (os.environ if env is None else env).get("PATH", os.defpath)
+    now = time.monotonic()
+    found = _FOUND.get((name, path))
+    if found is not None and now - found[0] < _FOUND_TTL_S:
+        return found[1]
+    if not all(os.path.isabs(entry) for entry in path.split(os.pathsep)):
+        return None
+    file = shutil.which(name, path=path)
+    if file is None:
+        return None
+    if len(_FOUND) >= _FOUND_MAX:
+        _FOUND.clear()
+    _FOUND[(name, path)] = (now, file)
+    return file
 
 
 @functools.cache

@@ -133,6 +133,25 @@ def test_every_job_reads_an_empty_stdin_and_no_descriptor_leaks(on_loop: OnLoop)
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def test_a_bare_name_keeps_its_argv0_and_follows_path_changes(
+    on_loop: OnLoop, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+    (second / "prog").write_text("#!/bin/sh\necho b\n")
+    (second / "prog").chmod(0o755)
+    env = {"PATH": f"{first}:{second}:/usr/bin:/bin"}
+    assert on_loop(run(ExecSpec(argv=("prog",), env=env))).stdout == b"b\n"
+    (second / "prog").rename(first / "prog")  # moved within the second it is remembered
+    assert on_loop(run(ExecSpec(argv=("prog",), env=env))).stdout == b"b\n"
+    (first / "prog").unlink()
+    result = on_loop(run(ExecSpec(argv=("prog",), env=env)))
+    assert result.error == "command not found: prog"
+    shown = on_loop(run(ExecSpec(argv=("sh", "-c", "tr '\\0' ' ' < /proc/$$/cmdline"))))
+    assert shown.stdout.split()[0] == b"sh"  # the program sees the name it was given
+
+
 def test_env_and_cwd(on_loop: OnLoop, tmp_path: Path) -> None:
     spec = sh('echo "$GREETING"; pwd', env={"GREETING": "hi there"}, cwd=str(tmp_path))
     result = on_loop(run(spec))
