@@ -93,15 +93,21 @@ async def test_a_runner_that_beats_again_before_the_verdict_keeps_its_jobs(
     assert await store.heartbeat(SLOW)
 
 
+async def after_a_hang(judge: Runner, redis: aioredis.Redis) -> Store:
+    """SLOW holds job "a"; then Redis hung: no liveness call of anyone landed for long."""
+    store = judge.store
+    await slow_runner_holds(store)
+    await redis.zadd(store.keys.runners, {SLOW: 0, judge.runner_id: 0})
+    await redis.hset(store.keys.liveness, "last_beat", 0)
+    return store
+
+
 async def test_after_redis_hung_nobody_is_declared_dead_for_a_lease(
     judge: Runner, redis: aioredis.Redis
 ) -> None:
     # Found by scripts/chaos (Redis SIGSTOPped for 10 s): no beat landed meanwhile, so when it
     # woke up every runner looked dead to the first runner whose recovery query ran.
-    store = judge.store
-    await slow_runner_holds(store)
-    await redis.zadd(store.keys.runners, {SLOW: 0, judge.runner_id: 0})  # the hang:
-    await redis.hset(store.keys.liveness, "last_beat", 0)  # no runner beat for a long time
+    store = await after_a_hang(judge, redis)
     assert await store.heartbeat(judge.runner_id, lease_s=1.0)  # the first beat after it
     assert await judge.recover_dead_runners() == 0  # SLOW gets a lease to beat again
     assert (await store.get_job("a") or {})["state"] == "running"
@@ -113,12 +119,9 @@ async def test_after_redis_hung_nobody_is_declared_dead_for_a_lease(
 async def test_after_redis_hung_a_recovery_query_served_before_any_beat_judges_nobody(
     judge: Runner, redis: aioredis.Redis
 ) -> None:
-    # Found by the chaos smoke run in CI: after a SIGSTOP the runners' beats were sent only
-    # once their connection pool was free again, so a recovery query could be served first.
-    store = judge.store
-    await slow_runner_holds(store)
-    await redis.zadd(store.keys.runners, {SLOW: 0, judge.runner_id: 0})  # the hang:
-    await redis.hset(store.keys.liveness, "last_beat", 0)  # no liveness call for a long time
+    # Found by the chaos smoke run in CI: after a SIGSTOP, one runner's recovery query reached
+    # Redis before any runner's beat (a beat on a new connection waits for its handshake).
+    store = await after_a_hang(judge, redis)
     assert await judge.recover_dead_runners() == 0  # the first call after it: no verdict
     assert (await store.get_job("a") or {})["state"] == "running"
     assert await store.heartbeat(SLOW, lease_s=1.0)  # SLOW's beat lands a little later
