@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ class RunLine:
     start: float
     end: float | None = None
     code: int | None = None
+    reaped: float | None = None  # no end line, and the harness reaped it then (runner killed)
 
 
 @dataclass
@@ -50,7 +51,12 @@ class JobLog:
     overlaps: list[str]  # "ID": a run started while another run of ID had not ended
 
     @classmethod
-    def read(cls, path: Path) -> JobLog:
+    def read(cls, path: Path, reaped_at: Mapping[int, float] | None = None) -> JobLog:
+        """`reaped_at`: when the harness reaped each process a killed runner left (its job
+        processes, stopped by the runner's watchdog, often before they could log their end).
+        Such a run counts as ended then: a later run of its job overlaps it only if it started
+        before."""
+        reaped_at = reaped_at or {}
         runs: dict[str, list[RunLine]] = defaultdict(list)
         open_runs: dict[str, dict[int, RunLine]] = defaultdict(dict)
         overlaps = []
@@ -58,6 +64,10 @@ class JobLog:
             parts = line.split()
             if parts[0] == "start":
                 job_id, pid, ppid, at = parts[1], int(parts[2]), int(parts[3]), _seconds(parts[4])
+                for earlier in list(open_runs[job_id].values()):
+                    if reaped_at.get(earlier.pid, at) < at:
+                        earlier.reaped = reaped_at[earlier.pid]
+                        del open_runs[job_id][earlier.pid]
                 if open_runs[job_id]:
                     overlaps.append(f"{job_id} (pids {sorted(open_runs[job_id])} and {pid})")
                 run = RunLine(pid, ppid, at)
@@ -67,10 +77,22 @@ class JobLog:
                 run = open_runs[parts[1]].pop(int(parts[2]), None)
                 if run is not None:
                     run.end, run.code = _seconds(parts[3]), int(parts[4])
+        for still_open in open_runs.values():
+            for run in still_open.values():
+                run.reaped = reaped_at.get(run.pid)
         return cls(dict(runs), overlaps)
 
     def unterminated(self, ids: Iterable[str]) -> list[str]:
-        return [i for i in ids for run in self.runs.get(i, []) if run.end is None]
+        """Runs with no end line that did not go with a killed runner."""
+        return [
+            i for i in ids for run in self.runs.get(i, []) if run.end is None and run.reaped is None
+        ]
+
+    def stopped_with_runner(self) -> int:
+        """Runs with no end line whose runner was killed (the harness reaped them)."""
+        return sum(
+            run.end is None and run.reaped is not None for r in self.runs.values() for run in r
+        )
 
     def retried(self) -> int:
         """Jobs that had a failed run followed by another run."""
@@ -216,6 +238,8 @@ def check_jobs(
     modes_killed = {p.id for p in planned if p.kind == "term"}
     cut = [i for i in jobs.unterminated(mine) if i not in modes_killed]
     report.at_most("runs killed before their end line", len(cut), 0)
+    if cluster.kills:
+        report.row("runs stopped with their killed runner", jobs.stopped_with_runner())
     repeated = jobs.repeated_after_success()
     if cluster.kills:  # a killed runner's job may have ended before its result was written
         report.row("ran again after a success (a killed runner's)", len(repeated))

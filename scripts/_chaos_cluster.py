@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from taskrunner.executor import _zombie_children
 from taskrunner.jobs import ChannelConfig
 
+REAP_EVERY_S = 0.25  # how often the monitor reaps adopted processes
 LEASE_S = 2.0
 RUNNER_FLAGS = (
     "--lease", str(LEASE_S), "--drain-timeout", "5", "--kill-grace", "0.5", "--concurrent", "10",
@@ -71,6 +72,7 @@ class Health:
     rss_max_mb: float = 0.0
     crashes: list[str] = field(default_factory=list)
     adopted: int = 0  # orphaned job processes reaped by the harness (runner killed)
+    reaped_at: dict[int, float] = field(default_factory=dict)  # their pids: when (time.time())
 
 
 class Cluster:
@@ -175,7 +177,7 @@ class Cluster:
             if slot.proc is not None:
                 slot.stopping = True
                 codes.append(await asyncio.to_thread(stop_process, slot.proc))
-        self.health.adopted += reap_adopted(())
+        self._reap_adopted(())
         await self.client.aclose()
         return codes
 
@@ -192,18 +194,18 @@ class Cluster:
                     continue
                 with contextlib.suppress(OSError, RuntimeError):
                     self.health.rss_max_mb = max(self.health.rss_max_mb, rss_mb(proc.pid))
-            self.health.adopted += reap_adopted(s.proc.pid for s in self.slots if s.proc)
-            await asyncio.sleep(0.25)
+            self._reap_adopted(s.proc.pid for s in self.slots if s.proc)
+            await asyncio.sleep(REAP_EVERY_S)
 
-
-def reap_adopted(keep: Iterable[int]) -> int:
-    """Reap zombie children that are not our runners: job processes of a killed runner, which
-    this harness (a child subreaper) adopted."""
-    reaped = 0
-    for pid in _zombie_children() - set(keep):
-        with contextlib.suppress(ChildProcessError):
-            reaped += os.waitpid(pid, os.WNOHANG)[0] == pid
-    return reaped
+    def _reap_adopted(self, keep: Iterable[int]) -> None:
+        """Reap zombie children that are not our runners: processes of a killed runner (its
+        jobs, its watchdog), which this harness (a child subreaper) adopted. Each one's reap
+        time bounds when it died, for the overlap check."""
+        for pid in _zombie_children() - set(keep):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    self.health.adopted += 1
+                    self.health.reaped_at[pid] = time.time()
 
 
 # -- load and faults -----------------------------------------------------------------------------

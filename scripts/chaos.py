@@ -150,7 +150,7 @@ async def finish(cluster: Cluster, report: Report, planned: Sequence[Planned]) -
     finals = await daily_finals(cluster.client)
     codes = await cluster.stop()
     orphans = await settle(lambda: len(job_processes(cluster.run.marker)), 5.0)
-    jobs = JobLog.read(cluster.run.log)
+    jobs = JobLog.read(cluster.run.log, cluster.health.reaped_at)
     check_jobs(report, planned, found, stats, jobs, cluster)
     stuck = sum(r.get("state", b"").decode() not in FINAL for r in found.values())
     report.at_most("jobs not in a final state (stuck)", stuck, 0)

@@ -17,3 +17,22 @@ async def wait_event(event: asyncio.Event, timeout_s: float | None) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+CANCEL_AGAIN_S = 0.1
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait until every one has ended.
+
+    A cancellation can still be swallowed inside a library (redis-py connects under a timeout,
+    and on Python 3.11 a timeout that fires with the cancel eats it): a task that is not done
+    a moment later is cancelled again, so a stop never hangs on one lost cancel."""
+    for task in tasks:
+        task.cancel()
+    pending = [task for task in tasks if not task.done()]
+    while pending:
+        _, still = await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
+        pending = list(still)
+        for task in pending:
+            task.cancel()

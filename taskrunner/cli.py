@@ -25,6 +25,7 @@ from taskrunner.cli_base import (
 from taskrunner.config import SETTINGS_FIELDS, Settings, load_config_file
 from taskrunner.embedded import EmbeddedRedis
 from taskrunner.errors import ConfigError, StoreUnavailable
+from taskrunner.executor import WATCHDOG
 from taskrunner.pidfile import pidfile
 from taskrunner.runner import Runner
 from taskrunner.service import Service
@@ -231,6 +232,7 @@ async def _serve_async(settings: Settings, url: str) -> int:
         raise ConfigError(f"{exc} (is Redis running? set --redis-host or --redis-url)") from exc
     finally:
         await store.close()
+        WATCHDOG.close()
     log.info("taskrunner stopped%s", " after an internal failure" if runner.failed else "")
     return EXIT_RUNTIME_FAILURE if runner.failed else 0
 

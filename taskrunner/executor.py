@@ -32,10 +32,12 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import weakref
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from taskrunner.errors import SpawnError
@@ -189,6 +191,7 @@ class Execution:
         started_at = time.monotonic()
         execution = cls(spec=spec, proc=_spawn(spec), loop=loop, started_at=started_at)
         _EXECUTIONS.add(execution)
+        WATCHDOG.track(execution.pid)
         try:
             execution._attach()
         except BaseException:
@@ -319,6 +322,8 @@ class Execution:
             logger.warning("process group %d still has members after SIGKILL", self.pid)
 
     def _close(self) -> None:
+        if not self._closed:
+            WATCHDOG.untrack(self.pid)
         self._closed = True
         for timer in (self._timeout_timer, self._kill_timer):
             if timer is not None:
@@ -489,6 +494,100 @@ def _reap_group(pgid: int) -> None:
 
 
 _EXECUTIONS: weakref.WeakSet[Execution] = weakref.WeakSet()
+
+
+class Watchdog:
+    """This process's watchdog (taskrunner/watchdog.py): told of every job's process group, it
+    stops the groups still running when this process exits in any way, SIGKILL included.
+
+    Started on the first job or by `configure`; restarted, with every group it must know, if
+    it died. One per process: runners in one process share it. Writes never block the event
+    loop: a message the pipe cannot take is dropped with a warning (that group is then not
+    protected)."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._groups: set[int] = set()
+        self.grace_s = 1.0
+        self._failed = False
+
+    def configure(self, *, grace_s: float) -> None:
+        """Set how long stopped groups get between SIGTERM and SIGKILL; start the watchdog."""
+        self.grace_s = grace_s
+        self._send(b"g%.3f\n" % grace_s)
+
+    def track(self, pgid: int) -> None:
+        self._groups.add(pgid)
+        self._send(b"+%d\n" % pgid)
+
+    def untrack(self, pgid: int) -> None:
+        if pgid in self._groups:
+            self._groups.discard(pgid)
+            self._send(b"-%d\n" % pgid)
+
+    def close(self) -> None:
+        """At this process's orderly exit: let the watchdog go (it stops any group still
+        listed) and reap it, so no process of ours outlives us."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=self.grace_s + _SETTLE_S)
+        except subprocess.TimeoutExpired:
+            logger.warning("the job watchdog did not exit; leaving it")
+
+    def _ensure(self) -> subprocess.Popen[bytes] | None:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        if self._proc is not None:
+            logger.warning(
+                "the job watchdog exited (%s); starting a new one", self._proc.returncode
+            )
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", _WATCHDOG_FILE, f"{self.grace_s:g}"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            if not self._failed:
+                logger.error(
+                    "cannot start the job watchdog (%s): if this process dies, its jobs run on", exc
+                )
+            self._failed = True
+            self._proc = None
+            return None
+        assert self._proc.stdin is not None
+        os.set_blocking(self._proc.stdin.fileno(), False)
+        if self._groups:
+            self._write(self._proc, b"".join(b"+%d\n" % g for g in self._groups))
+        return self._proc
+
+    def _send(self, message: bytes) -> None:
+        proc = self._ensure()
+        if proc is not None:
+            self._write(proc, message)
+
+    def _write(self, proc: subprocess.Popen[bytes], message: bytes) -> None:
+        assert proc.stdin is not None
+        try:
+            written = os.write(proc.stdin.fileno(), message)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:  # it died: the next message starts a new one
+            logger.warning("cannot reach the job watchdog: %s", exc)
+            return
+        if written < len(message):
+            logger.warning("the job watchdog is not reading; a job group is not protected")
+
+
+_WATCHDOG_FILE = str(Path(__file__).with_name("watchdog.py"))
+WATCHDOG = Watchdog()
 
 
 def reap_strays() -> int:

@@ -17,12 +17,12 @@ import aiohttp
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from taskrunner.aio import wait_event
+from taskrunner.aio import cancel_and_wait, wait_event
 from taskrunner.api.app import build_app
 from taskrunner.channel import CANCELLED, DRAIN, FENCED, ChannelWorker, ExecPolicy
 from taskrunner.config import Settings
 from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob, NotAllowed
-from taskrunner.executor import reap_strays
+from taskrunner.executor import WATCHDOG, reap_strays
 from taskrunner.jobs import ChannelConfig, Job, parse_message
 from taskrunner.metrics import RunnerMetrics
 from taskrunner.rpc import new_session
@@ -121,6 +121,8 @@ class Runner:
             self.stop_requested.set()
 
     async def start(self) -> None:
+        # If this process dies, its jobs are stopped before their lease hands them to others.
+        WATCHDOG.configure(grace_s=min(self.settings.kill_grace_s, self.settings.lease_s / 2))
         await self.store.ping()
         await self.store.register_runner(self.runner_id, lease_s=self.settings.lease_s)
         await self.service.ensure_default_channels()
@@ -206,11 +208,7 @@ class Runner:
         self._closing = True  # loops also check this: a swallowed cancel cannot keep one alive
         self._refresh.set()
         loops, self._loops = self._loops, []
-        for task in loops:
-            task.cancel()
-        for task in loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(loops)
         for worker in self.workers.values():
             worker.close()
             worker.terminate_all(DRAIN)

@@ -9,6 +9,8 @@ SIGKILLed and reaped.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -26,6 +28,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from helpers import RedisServer, free_port, wait_until
+
+from taskrunner.aio import cancel_and_wait
 
 BIN_DIR = Path(sys.executable).parent
 STOP_TIMEOUT_S = 15.0
@@ -777,3 +781,18 @@ async def test_push_status_and_queue_subcommands(
     status = run_cli("status", "--json", *url)
     assert json.loads(status.stdout)["jobs"] == {"queued": 0, "scheduled": 0, "running": 0}
     assert await r.stop() == 0
+
+
+async def test_a_stop_does_not_hang_on_a_loop_that_swallowed_its_cancel() -> None:
+    # Found with the watchdog: a `taskrunner run` whose --http-addr was taken sometimes hung at
+    # exit, its heartbeat and scheduler loops having lost their cancel inside redis-py.
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # as a library's timeout may do
+            await asyncio.sleep(60)
+        await asyncio.sleep(60)
+
+    tasks = [asyncio.create_task(stubborn()), asyncio.create_task(asyncio.sleep(60))]
+    await asyncio.sleep(0)
+    async with asyncio.timeout(10):
+        await cancel_and_wait(tasks)
+    assert all(task.cancelled() for task in tasks)

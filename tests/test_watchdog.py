@@ -1,0 +1,120 @@
+"""A process that runs jobs and dies, even by SIGKILL, leaves no job running: its watchdog
+(taskrunner/watchdog.py) stops their process groups, so a job cannot overlap with its re-run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from helpers import free_port, wait_until, wait_until_sync
+
+BIN_DIR = Path(sys.executable).parent
+
+
+def live_members(pgid: int) -> list[int]:
+    """Processes of the group that are not zombies."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+@pytest.fixture
+def leftovers() -> Iterator[list[int]]:
+    """Groups a test started; any still alive at teardown are killed (and fail nothing)."""
+    groups: list[int] = []
+    yield groups
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def test_a_killed_process_s_jobs_are_stopped_even_when_they_ignore_sigterm(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        from taskrunner.executor import WATCHDOG, ExecSpec, Execution
+
+        async def main():
+            WATCHDOG.configure(grace_s=0.3)
+            spec = ExecSpec(argv=("sh", "-c", "trap '' TERM; sleep 60 & sleep 60 & wait"))
+            execution = await Execution.start(spec)
+            print(execution.pid, flush=True)
+            await execution.wait()
+
+        asyncio.run(main())
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    assert owner.stdout is not None
+    pgid = int(owner.stdout.readline())
+    leftovers.append(pgid)
+    wait_until_sync(lambda: len(live_members(pgid)) == 3, message="the job and its 2 sleeps")
+
+    owner.kill()  # SIGKILL: no handler, no cleanup of its own
+    owner.wait()
+    owner.stdout.close()
+    started = time.monotonic()
+    wait_until_sync(lambda: not live_members(pgid), timeout_s=5.0, message="the group stopped")
+    assert time.monotonic() - started >= 0.2  # SIGTERM was ignored: SIGKILL after the grace
+
+
+@pytest.fixture
+def runner_process(tmp_path: Path, redis_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A `taskrunner run` child with a 10 s lease; its stderr is a pipe."""
+    argv = [
+        str(BIN_DIR / "taskrunner"), "run", "--redis-url", redis_url, "--lease", "10",
+        "--http-addr", f"127.0.0.1:{free_port()}", "--pidfile", str(tmp_path / "runner.pid"),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKRUNNER_")}
+    runner = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    yield runner
+    if runner.poll() is None:
+        runner.kill()
+    runner.communicate(timeout=10)
+
+
+async def test_a_sigkilled_runner_s_running_job_is_stopped_before_its_lease_runs_out(
+    runner_process: subprocess.Popen[bytes],
+    tmp_path: Path,
+    redis: aioredis.Redis,
+    leftovers: list[int],
+) -> None:
+    pid_file = tmp_path / "job.pid"
+    task = f"sh -c 'echo $$ > {pid_file}; exec sleep 60'"
+    await redis.lpush("task:prepare:queue", json.dumps({"task": task, "id": "long-1"}))
+    await wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+    pgid = int(pid_file.read_text())
+    leftovers.append(pgid)
+    assert live_members(pgid)
+
+    runner_process.kill()
+    _, stderr = runner_process.communicate(timeout=10)  # EOF once the watchdog is done too
+    assert not live_members(pgid)
+    record = {k.decode(): v.decode() for k, v in (await redis.hgetall("task:job:long-1")).items()}
+    assert record["state"] == "running"  # nobody recorded it: a lease later it runs again
+    assert b"taskrunner watchdog: the runner exited with 1 job process group(s) running" in stderr
