@@ -24,6 +24,7 @@ so ``Popen`` is called directly on the loop thread (vfork + exec, ~0.3 ms).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -588,6 +589,7 @@ class Watchdog:
 
 _WATCHDOG_FILE = str(Path(__file__).with_name("watchdog.py"))
 WATCHDOG = Watchdog()
+atexit.register(WATCHDOG.close)  # an orderly exit of any program that ran jobs reaps it too
 
 
 def reap_strays() -> int:
