@@ -510,7 +510,7 @@ class Watchdog:
         self._proc: subprocess.Popen[bytes] | None = None
         self._groups: set[int] = set()
         self.grace_s = 1.0
-        self._failed = False
+        self._retry_at = 0.0
 
     def configure(self, *, grace_s: float) -> None:
         """Set how long stopped groups get between SIGTERM and SIGKILL; start the watchdog."""
@@ -541,14 +541,13 @@ class Watchdog:
             logger.warning("the job watchdog did not exit; leaving it")
 
     def _ensure(self) -> subprocess.Popen[bytes] | None:
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc
-        if self._proc is not None:
-            logger.warning(
-                "the job watchdog exited (%s); starting a new one", self._proc.returncode
-            )
+        if self._proc is None and time.monotonic() >= self._retry_at:
+            self._proc = self._start()
+        return self._proc
+
+    def _start(self) -> subprocess.Popen[bytes] | None:
         try:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", _WATCHDOG_FILE, f"{self.grace_s:g}"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
@@ -556,38 +555,42 @@ class Watchdog:
                 close_fds=True,
             )
         except OSError as exc:
-            if not self._failed:
-                logger.error(
-                    "cannot start the job watchdog (%s): if this process dies, its jobs run on", exc
-                )
-            self._failed = True
-            self._proc = None
+            logger.error(
+                "cannot start the job watchdog (%s): if this process dies, its jobs run on;"
+                " trying again in %d s", exc, _WATCHDOG_RETRY_S,
+            )  # fmt: skip
+            self._retry_at = time.monotonic() + _WATCHDOG_RETRY_S
             return None
-        assert self._proc.stdin is not None
-        os.set_blocking(self._proc.stdin.fileno(), False)
+        assert proc.stdin is not None
+        os.set_blocking(proc.stdin.fileno(), False)
         if self._groups:
-            self._write(self._proc, b"".join(b"+%d\n" % g for g in self._groups))
-        return self._proc
+            with contextlib.suppress(OSError):
+                os.write(proc.stdin.fileno(), b"".join(b"+%d\n" % g for g in self._groups))
+        return proc
 
     def _send(self, message: bytes) -> None:
-        proc = self._ensure()
-        if proc is not None:
-            self._write(proc, message)
-
-    def _write(self, proc: subprocess.Popen[bytes], message: bytes) -> None:
-        assert proc.stdin is not None
-        try:
-            written = os.write(proc.stdin.fileno(), message)
-        except BlockingIOError:
-            written = 0
-        except OSError as exc:  # it died: the next message starts a new one
-            logger.warning("cannot reach the job watchdog: %s", exc)
+        for _ in range(2):
+            proc = self._ensure()
+            if proc is None or proc.stdin is None:
+                return
+            try:
+                written = os.write(proc.stdin.fileno(), message)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:  # EPIPE: it died; a new one is told every group
+                logger.warning("the job watchdog is gone (%s); starting a new one", exc)
+                self._proc = None
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+                proc.poll()
+                continue
+            if written < len(message):
+                logger.warning("the job watchdog is not reading; a job group is not protected")
             return
-        if written < len(message):
-            logger.warning("the job watchdog is not reading; a job group is not protected")
 
 
 _WATCHDOG_FILE = str(Path(__file__).with_name("watchdog.py"))
+_WATCHDOG_RETRY_S = 60
 WATCHDOG = Watchdog()
 atexit.register(WATCHDOG.close)  # an orderly exit of any program that ran jobs reaps it too
 

@@ -81,6 +81,41 @@ def test_a_killed_process_s_jobs_are_stopped_even_when_they_ignore_sigterm(
     assert time.monotonic() - started >= 0.2  # SIGTERM was ignored: SIGKILL after the grace
 
 
+def test_a_watchdog_that_died_is_replaced_and_told_every_running_group(
+    leftovers: list[int],
+) -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio, signal
+        from taskrunner.executor import WATCHDOG, ExecSpec, Execution
+
+        async def main():
+            WATCHDOG.configure(grace_s=0.3)
+            first = await Execution.start(ExecSpec(argv=("sleep", "60")))
+            WATCHDOG._proc.kill()  # the watchdog dies while the first job runs
+            WATCHDOG._proc.wait()
+            second = await Execution.start(ExecSpec(argv=("sleep", "60")))
+            print(first.pid, second.pid, flush=True)
+            await asyncio.gather(first.wait(), second.wait())
+
+        asyncio.run(main())
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    assert owner.stdout is not None
+    groups = [int(pid) for pid in owner.stdout.readline().split()]
+    leftovers.extend(groups)
+    assert all(live_members(pgid) for pgid in groups)
+    owner.kill()
+    owner.wait()
+    owner.stdout.close()
+    wait_until_sync(
+        lambda: not any(live_members(pgid) for pgid in groups), timeout_s=5.0, message="stopped"
+    )
+
+
 @pytest.fixture
 def runner_process(tmp_path: Path, redis_url: str) -> Iterator[subprocess.Popen[bytes]]:
     """A `taskrunner run` child with a 10 s lease; its stderr is a pipe."""
