@@ -221,6 +221,7 @@ def _serve(settings: Settings) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+        WATCHDOG.close()
 
 
 async def _serve_async(settings: Settings, url: str) -> int:
@@ -232,7 +233,6 @@ async def _serve_async(settings: Settings, url: str) -> int:
         raise ConfigError(f"{exc} (is Redis running? set --redis-host or --redis-url)") from exc
     finally:
         await store.close()
-        WATCHDOG.close()
     log.info("taskrunner stopped%s", " after an internal failure" if runner.failed else "")
     return EXIT_RUNTIME_FAILURE if runner.failed else 0
 

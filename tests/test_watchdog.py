@@ -18,7 +18,11 @@ import pytest
 import redis.asyncio as aioredis
 from helpers import free_port, wait_until, wait_until_sync
 
+from taskrunner import watchdog
+from taskrunner.watchdog import start_time
+
 BIN_DIR = Path(sys.executable).parent
+WATCHDOG_FILE = str(Path(watchdog.__file__))
 
 
 def live_members(pgid: int) -> list[int]:
@@ -153,3 +157,58 @@ async def test_a_sigkilled_runner_s_running_job_is_stopped_before_its_lease_runs
     record = {k.decode(): v.decode() for k, v in (await redis.hgetall("task:job:long-1")).items()}
     assert record["state"] == "running"  # nobody recorded it: a lease later it runs again
     assert b"taskrunner watchdog: the runner exited with 1 job process group(s) running" in stderr
+
+
+def test_a_single_process_is_stopped_only_if_its_pid_still_names_it() -> None:
+    """`+pPID:START`: a pid whose start time no longer matches was reused: left alone."""
+    named, reused = (subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL) for _ in range(2))
+    try:
+        watchdog = subprocess.Popen(
+            [sys.executable, "-I", "-S", WATCHDOG_FILE, "0.5"], stdin=subprocess.PIPE
+        )
+        assert watchdog.stdin is not None
+        watchdog.stdin.write(b"+p%d:%s\n+p%d:1\n" % (named.pid, start_time(named.pid), reused.pid))
+        watchdog.stdin.close()  # as if the runner died
+        assert watchdog.wait(timeout=10) == 0
+        assert named.wait(timeout=5) == -signal.SIGTERM
+        assert reused.poll() is None
+    finally:
+        for proc in (named, reused):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_sigkilled_runner_s_embedded_valkey_is_stopped(tmp_path: Path) -> None:
+    argv = [
+        str(BIN_DIR / "taskrunner"), "run", "--embedded-redis", str(tmp_path / "var"),
+        "--embedded-redis-port", "0", "--http-addr", f"127.0.0.1:{free_port()}",
+        "--pidfile", str(tmp_path / "runner.pid"),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKRUNNER_")}
+    runner = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    assert runner.stderr is not None
+    for line in runner.stderr:  # "embedded Valkey started: ... pid=N ..."
+        if b"embedded Valkey started" in line:
+            valkey = int(line.split(b" pid=")[1].split()[0])
+            break
+    else:
+        raise AssertionError("the runner exited before its Valkey started")
+    try:
+        runner.kill()
+        _, rest = runner.communicate(timeout=15)
+        assert b"and 1 server process(es) running" in rest
+        wait_until_sync(lambda: not live_members_of(valkey), message="the Valkey stopped")
+    finally:
+        if live_members_of(valkey):  # the test failed: do not leave it behind
+            os.kill(valkey, signal.SIGKILL)
+
+
+def live_members_of(pid: int) -> bool:
+    """The process is alive (not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
