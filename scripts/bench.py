@@ -95,13 +95,14 @@ def spawn_with_threads(
     return n / (time.perf_counter() - started)
 
 
-def children_cpu_ms(run: Callable[[], object], n: int) -> float:
-    """CPU time (user + system) the n processes started by `run` used, per process, in ms."""
+def with_children_cpu(run: Callable[[], float], n: int) -> tuple[float, float]:
+    """`run()`'s result, and the CPU time (user + system) the n processes it started used, per
+    process, in ms."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    run()
+    result = run()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return used / n * 1000
+    return result, used / n * 1000
 
 
 # -- the system under test ----------------------------------------------------------------------
@@ -266,21 +267,18 @@ async def run(sizes: Sizes) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     log(f"1/8 spawn limit: {sizes.spawn} x /bin/true at concurrency 10")
     own = await spawn_with_runner_path(sizes.spawn)
-    rates: list[float] = []
-    figures["true_cpu_ms"] = await asyncio.to_thread(
-        children_cpu_ms, lambda: rates.append(spawn_with_threads(sizes.spawn)), sizes.spawn
+    threads, figures["true_cpu_ms"] = await asyncio.to_thread(
+        with_children_cpu, lambda: spawn_with_threads(sizes.spawn), sizes.spawn
     )
-    threads = rates[0]
     figures["spawn_runner_path"] = own
     figures["spawn_threads"] = threads
     figures["spawn_limit"] = max(own, threads)
     # The same sleep jobs as (3) with no queue at all: what this machine's cores allow.
-    figures["sleep_cpu_ms"] = await asyncio.to_thread(
-        children_cpu_ms,
-        lambda: rates.append(spawn_with_threads(sizes.sleep_jobs, 50, ("sleep", "0.025"))),
+    figures["sleep_threads"], figures["sleep_cpu_ms"] = await asyncio.to_thread(
+        with_children_cpu,
+        lambda: spawn_with_threads(sizes.sleep_jobs, 50, ("sleep", "0.025")),
         sizes.sleep_jobs,
     )
-    figures["sleep_threads"] = rates[1]
     cores = os.cpu_count() or 1  # the processes' own CPU alone caps any runner at this rate:
     figures["true_cpu_cap"] = cores * 1000 / figures["true_cpu_ms"]
     figures["sleep_cpu_cap"] = cores * 1000 / figures["sleep_cpu_ms"]

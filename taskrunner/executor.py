@@ -324,8 +324,7 @@ class Execution:
             logger.warning("process group %d still has members after SIGKILL", self.pid)
 
     def _close(self) -> None:
-        if not self._closed:
-            WATCHDOG.untrack(self.pid)
+        WATCHDOG.untrack(self.pid)
         self._closed = True
         for timer in (self._timeout_timer, self._kill_timer):
             if timer is not None:
@@ -509,8 +508,7 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
-        self._groups: set[int] = set()
-        self._processes: dict[int, bytes] = {}  # pid: its start time (watchdog.start_time)
+        self._listed: dict[bytes, bytes] = {}  # what it must stop: name -> its `+` line
         self.grace_s = 1.0
         self._retry_at = 0.0
 
@@ -520,22 +518,25 @@ class Watchdog:
         self._send(b"g%.3f\n" % grace_s)
 
     def track(self, pgid: int) -> None:
-        self._groups.add(pgid)
-        self._send(b"+%d\n" % pgid)
+        self._list(b"%d" % pgid, b"")
 
     def untrack(self, pgid: int) -> None:
-        if pgid in self._groups:
-            self._groups.discard(pgid)
-            self._send(b"-%d\n" % pgid)
+        self._unlist(b"%d" % pgid)
 
     def track_process(self, pid: int) -> None:
         """A single process (not a group) to stop with the jobs: the embedded Valkey."""
-        self._processes[pid] = start_time(pid)
-        self._send(b"+p%d:%s\n" % (pid, self._processes[pid]))
+        self._list(b"p%d" % pid, b":" + start_time(pid))
 
     def untrack_process(self, pid: int) -> None:
-        if self._processes.pop(pid, None) is not None:
-            self._send(b"-p%d\n" % pid)
+        self._unlist(b"p%d" % pid)
+
+    def _list(self, name: bytes, suffix: bytes) -> None:
+        self._listed[name] = line = b"+%s%s\n" % (name, suffix)
+        self._send(line)
+
+    def _unlist(self, name: bytes) -> None:
+        if self._listed.pop(name, None) is not None:
+            self._send(b"-%s\n" % name)
 
     def close(self) -> None:
         """At this process's orderly exit: let the watchdog go (it stops any group still
@@ -574,12 +575,9 @@ class Watchdog:
             return None
         assert proc.stdin is not None
         os.set_blocking(proc.stdin.fileno(), False)
-        known = [b"+%d\n" % g for g in self._groups] + [
-            b"+p%d:%s\n" % p for p in self._processes.items()
-        ]
-        if known:
+        if self._listed:
             with contextlib.suppress(OSError):
-                os.write(proc.stdin.fileno(), b"".join(known))
+                os.write(proc.stdin.fileno(), b"".join(self._listed.values()))
         return proc
 
     def _send(self, message: bytes) -> None:

@@ -2,8 +2,8 @@
 
 The runner starts this file as a small process of its own (`python -I -S watchdog.py GRACE`,
 in a new session, so a signal to the runner's group does not reach it) with a pipe on its
-stdin, and writes `+PGID` when a job's process group starts, `-PGID` once it is gone, `+pPID:START`
-and `-pPID` for a single process (the embedded Valkey; START is its start time from
+stdin, and writes `+PGID` when a job's process group starts, `-PGID` once it is gone,
+`+pPID:START` and `-pPID` for a single process (the embedded Valkey; START is its start time from
 /proc/PID/stat, so a reused pid is never signalled), and `gSECONDS` to change the grace. When
 the pipe reaches end of file, the runner has exited, even by SIGKILL or a crash (the kernel
 closes the pipe): every group still listed gets SIGTERM and, GRACE seconds later, SIGKILL. So a
@@ -61,8 +61,9 @@ def stop_all(targets: set[int], grace_s: float) -> None:
 def main(argv: list[str]) -> int:
     grace_s = float(argv[1]) if len(argv) > 1 else 1.0
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the runner
-    groups: set[int] = set()  # process groups as negative numbers, single processes positive
-    started: dict[int, bytes] = {}  # single processes: their start time when they were named
+    # What to stop: process groups as negative numbers, single processes as positive ones,
+    # each with the start time it was named with (single processes only).
+    listed: dict[int, bytes] = {}
     for line in sys.stdin.buffer:
         text = line.strip()
         sign, kind = text[:1], text[1:2]
@@ -70,15 +71,13 @@ def main(argv: list[str]) -> int:
         if sign in (b"+", b"-") and number.isdigit():
             target = int(number) if kind == b"p" else -int(number)
             if sign == b"+":
-                groups.add(target)
-                started[target] = stamp
+                listed[target] = stamp
             else:
-                groups.discard(target)
-                started.pop(target, None)
-        elif text[:1] == b"g":
+                listed.pop(target, None)
+        elif sign == b"g":
             with contextlib.suppress(ValueError):
                 grace_s = max(0.0, float(text[1:]))
-    groups = {t for t in groups if t < 0 or start_time(t) == started.get(t)}  # not a reused pid
+    groups = {t for t, stamp in listed.items() if t < 0 or start_time(t) == stamp}  # no reused pid
     if groups:  # the runner is gone: nobody will wait for these jobs or record them
         with contextlib.suppress(OSError):  # the runner's stderr may have gone with it
             jobs, others = sum(t < 0 for t in groups), sum(t > 0 for t in groups)

@@ -1,7 +1,7 @@
 -- Runner liveness on Redis's clock.
 -- KEYS: 1 runners zset (last beat in ms; -1 once declared dead), 2 liveness hash: `last_beat`
---       (the last call with a lease, any runner) and `judge_after` (no verdicts before), 3 ('forget'
---       only) the runner's job set.
+--       (the last call with a lease, any runner) and `judge_after` (no verdicts before),
+--       3 ('forget' only) the runner's job set.
 -- ARGV: 1 runner id, 2 mode, 3 lease ms ('register', 'beat', 'stale', 'judge').
 -- 'register': add. 'beat': refresh, -1 if the runner was declared dead. 'leave': remove.
 -- 'stale': the ids whose last beat is older than the lease (or that were declared dead).
