@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float | None) -> bool:
@@ -36,3 +37,27 @@ async def cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
         pending = list(still)
         for task in pending:
             task.cancel()
+
+
+class OncePerIteration:
+    """Calls `callback` once, soon after the current event-loop iteration, however often it
+    was requested during it; at once when no loop runs in this thread. For work that is
+    cheaper done in one go (one write for many lines)."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._due_on: asyncio.AbstractEventLoop | None = None
+
+    def request(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._callback()
+            return
+        if self._due_on is not loop:  # (a loop that closed before its turn came is replaced)
+            self._due_on = loop
+            loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._due_on = None
+        self._callback()

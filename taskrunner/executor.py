@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from taskrunner.aio import OncePerIteration
 from taskrunner.errors import SpawnError
 from taskrunner.watchdog import start_time
 
@@ -502,13 +503,18 @@ class Watchdog:
     stops the groups still running when this process exits in any way, SIGKILL included.
 
     Started on the first job or by `configure`; restarted, with every group it must know, if
-    it died. One per process: runners in one process share it. Writes never block the event
+    it died. One per process: runners in one process share it. Inside an event loop, what
+    changed is told once per loop iteration, in one write (a job that started and ended within
+    the iteration is never mentioned); outside one, at once. Writes never block the event
     loop: a message the pipe cannot take is dropped with a warning (that group is then not
     protected)."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._listed: dict[bytes, bytes] = {}  # what it must stop: name -> its `+` line
+        self._told: set[bytes] = set()  # the names the running watchdog has been told of
+        self._changed: dict[bytes, None] = {}  # names listed or unlisted since the last write
+        self._flush_soon = OncePerIteration(self._flush).request
         self.grace_s = 1.0
         self._retry_at = 0.0
 
@@ -531,16 +537,35 @@ class Watchdog:
         self._unlist(b"p%d" % pid)
 
     def _list(self, name: bytes, suffix: bytes) -> None:
-        self._listed[name] = line = b"+%s%s\n" % (name, suffix)
-        self._send(line)
+        self._listed[name] = b"+%s%s\n" % (name, suffix)
+        self._changed[name] = None
+        self._flush_soon()
 
     def _unlist(self, name: bytes) -> None:
         if self._listed.pop(name, None) is not None:
-            self._send(b"-%s\n" % name)
+            self._changed[name] = None
+            self._flush_soon()
+
+    def _flush(self) -> None:
+        """Tell the watchdog what changed since the last write, in one write."""
+        lines = []
+        for name in self._changed:
+            line = self._listed.get(name)
+            if line is not None:
+                lines.append(line)
+                self._told.add(name)
+            elif name in self._told:
+                lines.append(b"-%s\n" % name)
+                self._told.discard(name)
+        self._changed.clear()
+        if lines:
+            self._send(b"".join(lines))
 
     def close(self) -> None:
         """At this process's orderly exit: let the watchdog go (it stops any group still
         listed) and reap it, so no process of ours outlives us."""
+        if self._proc is not None:
+            self._flush()  # groups that ended meanwhile are not stopped again
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -575,6 +600,7 @@ class Watchdog:
             return None
         assert proc.stdin is not None
         os.set_blocking(proc.stdin.fileno(), False)
+        self._told = set(self._listed)
         if self._listed:
             with contextlib.suppress(OSError):
                 os.write(proc.stdin.fileno(), b"".join(self._listed.values()))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
+import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.asyncio.client import PubSub
@@ -231,7 +232,8 @@ class Store:
             "decode_responses": False,
         }
         if not target.is_sentinel:
-            return cls(aioredis.Redis(**options, **target.node_kwargs()), keys=keys, url=url)
+            client = aioredis.Redis(**options, **target.node_kwargs())
+            return cls(_packing_in_c(client), keys=keys, url=url)
         sentinel = _sentinel(target)
         client = sentinel.master_for(
             str(target.service),
@@ -239,7 +241,7 @@ class Store:
             **options,
             **target.node_kwargs(),
         )
-        return cls(client, keys=keys, url=url, sentinel=sentinel)
+        return cls(_packing_in_c(client), keys=keys, url=url, sentinel=sentinel)
 
     @property
     def url_for_logs(self) -> str:
@@ -939,6 +941,39 @@ class QueueCounts:
     running: dict[str, int]
     dead_jobs: int
     dead_letters: int
+
+
+# -- commands packed by hiredis -------------------------------------------------------------
+
+
+def _packing_in_c(client: aioredis.Redis) -> aioredis.Redis:
+    """The client, its connections packing commands with hiredis (C) as redis-py's own sync
+    connections do: its asyncio ones pack them in Python, a tenth of a runner's time per job."""
+    pool = client.connection_pool
+    pool.connection_class = _hiredis_packing(pool.connection_class)
+    return client
+
+
+_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def _hiredis_packing(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    if base not in _PACKING:
+        _PACKING[base] = type(base.__name__, (base,), {"pack_command": _pack_command})
+    return _PACKING[base]
+
+
+def _pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
+    """redis-py's HiredisRespSerializer.pack (redis/connection.py), for asyncio connections."""
+    if isinstance(args[0], str):
+        args = (*args[0].encode().split(), *args[1:])
+    elif b" " in args[0]:
+        args = (*args[0].split(), *args[1:])
+    args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
+    try:
+        return [hiredis.pack_command(args)]
+    except TypeError as exc:
+        raise redis_errors.DataError(str(exc)) from exc
 
 
 # -- redis+sentinel:// -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from harness import RunnerHarness, wait_state
 from helpers import free_port, wait_until
+from redis.exceptions import DataError
 
 from taskrunner.jobs import ChannelConfig, job_from_fields
 from taskrunner.store import CONNECTION_ERRORS, Store
@@ -77,3 +78,31 @@ async def test_results_and_claims_survive_a_script_cache_flush(
     await redis.script_flush()
     await wait_state(runner.store, first.job_id, "succeeded")
     await wait_state(runner.store, second.job_id, "succeeded")
+
+
+async def test_commands_packed_by_hiredis_keep_redis_py_s_rules(redis_url: str) -> None:
+    """The store's connections pack commands in C: binary values, numbers, two-word command
+    names and pipelines arrive as redis-py would send them; a value of a wrong type is refused
+    with redis-py's DataError before anything is sent."""
+    store = Store.from_url(redis_url)
+    client = store.redis
+    try:
+        raw = b"\x00\r\n$3\r\n\xff binary"
+        await client.set("pack:bytes", raw)
+        assert await client.get("pack:bytes") == raw
+        await client.set("pack:float", 1.5)
+        await client.set("pack:text", "é ü")
+        assert await client.mget("pack:float", "pack:text") == [b"1.5", "é ü".encode()]
+        config = await client.execute_command("CONFIG GET", "maxmemory")  # sent as 2 words
+        assert [bytes(k, "utf-8") if isinstance(k, str) else k for k in config] == [b"maxmemory"]
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.incrby("pack:n", 2).incrby("pack:n", 3).get("pack:n")
+            assert await pipe.execute() == [2, 5, b"5"]
+        with pytest.raises(DataError):
+            await client.set("pack:bad", None)  # type: ignore[arg-type]
+        with pytest.raises(DataError):
+            await client.set("pack:bad", True)  # type: ignore[arg-type]
+        assert "pack_command" in vars(client.connection_pool.connection_class)  # ours, in use
+    finally:
+        await client.delete("pack:bytes", "pack:float", "pack:text", "pack:n")
+        await store.close()

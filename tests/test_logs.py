@@ -3,6 +3,7 @@ job line carries, and the per-channel logging of jobs' output lines (off by defa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from harness import RunnerHarness, http, wait_state
 from helpers import free_port, wait_until
 
 from taskrunner.channel import OUTPUT_LOG_LINES
-from taskrunner.logs import JsonFormatter
+from taskrunner.logs import BatchingHandler, JsonFormatter, TextFormatter
 
 BIN_DIR = Path(sys.executable).parent
 JOB_CONTEXT = ("job_id", "channel", "attempt")
@@ -219,3 +220,76 @@ def test_json_formatter_includes_the_exception_and_context() -> None:
     assert (entry["job_id"], entry["channel"], entry["attempt"], entry["pid"]) == ("j1", "c", 2, 42)
     assert entry["stream"] == "stderr"
     assert "RuntimeError: boom" in entry["exception"] and "Traceback" in entry["exception"]
+
+
+class CountingStream:
+    """A text stream that keeps each write it is given."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def batching_logger(stream: CountingStream) -> logging.Logger:
+    logger = logging.getLogger(f"test.batching.{id(stream)}")
+    handler = BatchingHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+async def test_the_lines_of_one_loop_iteration_are_written_in_one_write_in_order() -> None:
+    stream = CountingStream()
+    logger = batching_logger(stream)
+    for n in range(5):
+        logger.info("line %d", n)
+    assert stream.writes == []  # not yet: the iteration is not over
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.writes == ["line 0\nline 1\nline 2\nline 3\nline 4\n"]
+    logger.warning("next")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.writes[1:] == ["next\n"]
+
+
+def test_outside_an_event_loop_each_line_is_written_at_once() -> None:
+    stream = CountingStream()
+    logger = batching_logger(stream)
+    logger.info("one")
+    assert stream.writes == ["one\n"]
+    logger.info("two")
+    assert stream.writes == ["one\n", "two\n"]
+
+
+def test_lines_logged_just_before_the_process_exits_are_not_lost() -> None:
+    script = (
+        "import asyncio, logging, sys\n"
+        "from taskrunner import logs\n"
+        "logs.configure()\n"
+        "async def main():\n"
+        "    logging.getLogger('t').error('last words before exit')\n"
+        "    sys.exit(3)\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
+    assert done.returncode == 3
+    assert b"last words before exit" in done.stderr
+
+
+def test_the_text_time_stamp_matches_logging_s_own() -> None:
+    formatter = TextFormatter(colour=False)
+    plain = logging.Formatter()
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
+        record = logging.makeLogRecord(
+            {"msg": "m", "created": created, "msecs": created % 1 * 1000}
+        )
+        assert formatter.formatTime(record) == plain.formatTime(record)

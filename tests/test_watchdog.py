@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from helpers import free_port, wait_until, wait_until_sync
 
 from taskrunner import watchdog
+from taskrunner.executor import Watchdog
 from taskrunner.watchdog import start_time
 
 BIN_DIR = Path(sys.executable).parent
@@ -212,3 +214,41 @@ def live_members_of(pid: int) -> bool:
             return fh.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
+
+
+def sleeping_groups(n: int) -> list[subprocess.Popen[bytes]]:
+    """n `sleep 60` processes, each leading a process group of its own."""
+    return [
+        subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, process_group=0)
+        for _ in range(n)
+    ]
+
+
+async def test_changes_are_told_once_per_loop_iteration_and_end_in_what_is_listed(
+    capfd: pytest.CaptureFixture[str], leftovers: list[int]
+) -> None:
+    """One write per loop iteration: a group listed and unlisted within it is never told, and
+    whatever the order of changes, the watchdog stops exactly the groups listed at the end."""
+    sleepers = sleeping_groups(4)
+    leftovers.extend(p.pid for p in sleepers)
+    a, b, c, d = (p.pid for p in sleepers)
+    dog = Watchdog()
+    dog.configure(grace_s=0.3)
+    dog.track(a)
+    dog.track(b)
+    dog.untrack(a)  # within the same iteration as its track: never told
+    dog.track(c)
+    dog.track(d)
+    await asyncio.sleep(0.01)
+    dog.untrack(c)  # told, then unlisted
+    dog.untrack(d)  # unlisted and listed again within one iteration: still listed
+    dog.track(d)
+    await asyncio.sleep(0.01)
+    dog.close()  # as at exit: it stops what is listed, b and d
+    assert "the runner exited with 2 job process group(s) running" in capfd.readouterr().err
+    assert sleepers[1].wait(timeout=5) == -signal.SIGTERM
+    assert sleepers[3].wait(timeout=5) == -signal.SIGTERM
+    assert sleepers[0].poll() is None and sleepers[2].poll() is None
+    for proc in sleepers:
+        proc.kill()
+        proc.wait()
