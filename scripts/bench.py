@@ -54,6 +54,7 @@ class Sizes:
     monitor_jobs: int
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 QUICK = Sizes(2000, 3000, 2000, 3.0, 40, 5000, 1_000_000, 200)
 SMOKE = Sizes(100, 100, 100, 0.5, 5, 100, 10_000, 20)  # tests/test_bench.py: does it still run
 FULL = Sizes(5000, 10000, 6000, 10.0, 150, 20000, 1_000_000, 500)
@@ -95,14 +96,16 @@ def spawn_with_threads(
     return n / (time.perf_counter() - started)
 
 
-def with_children_cpu(run: Callable[[], float], n: int) -> tuple[float, float]:
-    """`run()`'s result, and the CPU time (user + system) the n processes it started used, per
-    process, in ms."""
+def with_cpu(run: Callable[[], float], n: int) -> tuple[float, float, float]:
+    """`run()`'s result, the CPU time (user + system) the n processes it started used, per
+    process, and the CPU this process used starting and reaping them, per process, in ms."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own_before = time.process_time()
     result = run()
+    own = time.process_time() - own_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return result, used / n * 1000
+    return result, used / n * 1000, own / n * 1000
 
 
 # -- the system under test ----------------------------------------------------------------------
@@ -126,6 +129,48 @@ async def throughput(client: aioredis.Redis, channel: str, task: str, n: int) ->
         for _ in range(n):
             await asyncio.wait_for(done.get(), 60)
         return n / (time.perf_counter() - started)
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU (user + system) a process has used, and its reaped children (the runner's jobs)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    utime, stime, cutime, cstime = (int(f) / CLOCK_TICKS for f in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+async def throughput_and_cpu(
+    client: aioredis.Redis, channel: str, task: str, n: int, *, runner: int, redis: int
+) -> tuple[float, dict[str, float]]:
+    """throughput(), and the CPU a job took in each process at work, in ms: the runner, the
+    jobs' own processes, Redis and this benchmark's client."""
+    runner_before, jobs_before = cpu_seconds(runner)
+    redis_before = cpu_seconds(redis)[0]
+    client_before = time.process_time()
+    rate = await throughput(client, channel, task, n)
+    runner_after, jobs_after = cpu_seconds(runner)
+    per_job = {
+        "runner": runner_after - runner_before,
+        "jobs": jobs_after - jobs_before,
+        "redis": cpu_seconds(redis)[0] - redis_before,
+        "client": time.process_time() - client_before,
+    }
+    return rate, {name: used / n * 1000 for name, used in per_job.items()}
+
+
+def cpu_budget(
+    figures: dict[str, Any], prefix: str, cpu: dict[str, float], target_rate: float
+) -> None:
+    """What the machine's cores allow at the CPU a job took: the highest rate, and the runner's
+    CPU a job that would leave room for `target_rate` (negative: not even a runner that used
+    no CPU at all)."""
+    cores = os.cpu_count() or 1
+    figures[f"{prefix}_cpu"] = "{runner:.2f} / {jobs:.2f} / {redis:.2f} / {client:.2f} ms".format(
+        **cpu
+    )
+    figures[f"{prefix}_cpu_bound"] = cores * 1000 / sum(cpu.values())
+    others = cpu["jobs"] + cpu["redis"] + cpu["client"]
+    figures[f"{prefix}_runner_budget"] = cores * 1000 / target_rate - others
 
 
 async def start_times(client: aioredis.Redis, ids: Sequence[str]) -> dict[str, float]:
@@ -267,15 +312,19 @@ async def run(sizes: Sizes) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     log(f"1/8 spawn limit: {sizes.spawn} x /bin/true at concurrency 10")
     own = await spawn_with_runner_path(sizes.spawn)
-    threads, figures["true_cpu_ms"] = await asyncio.to_thread(
-        with_children_cpu, lambda: spawn_with_threads(sizes.spawn), sizes.spawn
+    threads, figures["true_cpu_ms"], figures["true_parent_ms"] = await asyncio.to_thread(
+        with_cpu, lambda: spawn_with_threads(sizes.spawn), sizes.spawn
     )
     figures["spawn_runner_path"] = own
     figures["spawn_threads"] = threads
     figures["spawn_limit"] = max(own, threads)
     # The same sleep jobs as (3) with no queue at all: what this machine's cores allow.
-    figures["sleep_threads"], figures["sleep_cpu_ms"] = await asyncio.to_thread(
-        with_children_cpu,
+    (
+        figures["sleep_threads"],
+        figures["sleep_cpu_ms"],
+        figures["sleep_parent_ms"],
+    ) = await asyncio.to_thread(
+        with_cpu,
         lambda: spawn_with_threads(sizes.sleep_jobs, 50, ("sleep", "0.025")),
         sizes.sleep_jobs,
     )
@@ -298,16 +347,23 @@ async def run(sizes: Sizes) -> dict[str, Any]:
                 await throughput(client, "bench", "/bin/true", 200)  # warm up
                 figures["rss_idle_mb"] = rss_mb(proc.pid)
 
+                pids = {"runner": proc.pid, "redis": server.pid}
                 log(f"2/8 end to end: {sizes.jobs} x /bin/true, worker_count 10")
-                figures["jobs_per_s"] = await throughput(client, "bench", "/bin/true", sizes.jobs)
+                figures["jobs_per_s"], cpu = await throughput_and_cpu(
+                    client, "bench", "/bin/true", sizes.jobs, **pids
+                )
                 figures["ratio"] = figures["jobs_per_s"] / figures["spawn_limit"]
+                cpu_budget(figures, "true", cpu, 0.75 * figures["spawn_limit"])
 
                 log(f"3/8 end to end: {sizes.sleep_jobs} x sleep 0.025, worker_count 50")
-                sleepy = await throughput(client, "sleepy", "sleep 0.025", sizes.sleep_jobs)
+                sleepy, cpu = await throughput_and_cpu(
+                    client, "sleepy", "sleep 0.025", sizes.sleep_jobs, **pids
+                )
                 figures["sleep_jobs_per_s"] = sleepy
                 ideal = min(50 / 0.025, figures["spawn_limit"])
                 figures["sleep_ratio"] = sleepy / ideal
                 figures["sleep_threads_ratio"] = figures["sleep_threads"] / ideal
+                cpu_budget(figures, "sleep", cpu, 0.9 * ideal)
 
                 log(f"4/8 start latency at 10 jobs/s for {sizes.latency_s:.0f} s")
                 latencies = await start_latency(client, sizes.latency_s)
@@ -348,14 +404,22 @@ TABLE = [
     ("spawn_threads", "spawn: subprocess.run from threads", "{:,.0f} /s"),
     ("spawn_limit", "spawn limit (fastest of the two)", "{:,.0f} /s"),
     ("true_cpu_ms", "  CPU of one /bin/true process", "{:.2f} ms"),
+    ("true_parent_ms", "  CPU subprocess.run takes to start it", "{:.2f} ms"),
     ("true_cpu_cap", "  cores / that: at most", "{:,.0f} /s"),
     ("jobs_per_s", "end to end, /bin/true, 10 workers", "{:,.0f} jobs/s"),
     ("ratio", "  ratio to the spawn limit", "{:.2f}  (target >= 0.75)"),
+    ("true_cpu", "  CPU a job: runner/jobs/Redis/client", "{}"),
+    ("true_cpu_bound", "  the cores at that CPU: at most", "{:,.0f} jobs/s"),
+    ("true_runner_budget", "  runner CPU a job 0.75 leaves room for", "{:.2f} ms"),
     ("sleep_jobs_per_s", "end to end, sleep 0.025, 50 workers", "{:,.0f} jobs/s"),
     ("sleep_ratio", "  ratio to the ideal", "{:.2f}  (target >= 0.9)"),
+    ("sleep_cpu", "  CPU a job: runner/jobs/Redis/client", "{}"),
+    ("sleep_cpu_bound", "  the cores at that CPU: at most", "{:,.0f} jobs/s"),
+    ("sleep_runner_budget", "  runner CPU a job 0.9 leaves room for", "{:.2f} ms"),
     ("sleep_threads", "  same jobs, subprocess.run, 50 threads", "{:,.0f} /s  (no queue at all)"),
     ("sleep_threads_ratio", "    its ratio to the ideal", "{:.2f}"),
     ("sleep_cpu_ms", "  CPU of one sleep 0.025 process", "{:.2f} ms"),
+    ("sleep_parent_ms", "  CPU subprocess.run takes to start it", "{:.2f} ms"),
     ("sleep_cpu_cap", "  cores / that: at most", "{:,.0f} /s"),
     ("start_p50_ms", "start latency p50 at 10 jobs/s", "{:.1f} ms"),
     ("start_p99_ms", "start latency p99 at 10 jobs/s", "{:.1f} ms  (target <= 10)"),
