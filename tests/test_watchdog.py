@@ -65,6 +65,7 @@ def test_a_killed_process_s_jobs_are_stopped_even_when_they_ignore_sigterm(
             WATCHDOG.configure(grace_s=0.3)
             spec = ExecSpec(argv=("sh", "-c", "trap '' TERM; sleep 60 & sleep 60 & wait"))
             execution = await Execution.start(spec)
+            await asyncio.sleep(0)  # the watchdog is told at the end of the loop iteration
             print(execution.pid, flush=True)
             await execution.wait()
 
@@ -101,6 +102,7 @@ def test_a_watchdog_that_died_is_replaced_and_told_every_running_group(
             WATCHDOG._proc.kill()  # the watchdog dies while the first job runs
             WATCHDOG._proc.wait()
             second = await Execution.start(ExecSpec(argv=("sleep", "60")))
+            await asyncio.sleep(0)  # told now: the dead one is noticed and replaced
             print(first.pid, second.pid, flush=True)
             await asyncio.gather(first.wait(), second.wait())
 
