@@ -13,12 +13,9 @@ PID 1 does not reap orphans (containers without an init).
 Output: both pipes are read with ``loop.add_reader`` from the moment the process starts, and
 keep being drained after the cap; only the first and last ``capture_bytes // 2`` bytes are kept.
 
-Spawn cost, 2000 x ``/bin/true`` at concurrency 10 (2 vCPU VM, CPython 3.11.7, uvloop 0.23),
-start + wait per job, several runs:
-    Popen on the loop thread:      default loop ~2250/s, uvloop ~2300/s
-    Popen via run_in_executor:     default loop ~1950/s, uvloop ~2000/s
-    (asyncio.create_subprocess_exec + communicate: default loop ~1100-1600/s, uvloop ~500/s)
-so ``Popen`` is called directly on the loop thread (vfork + exec, ~0.3 ms).
+Spawning: ``Popen`` on the event loop's thread (vfork + exec). Measured and kept over a thread
+pool, ``asyncio.create_subprocess_exec`` (uvloop's is about 5 times slower) and
+``os.posix_spawn``; the figures are in the README's Performance section (``scripts/bench``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The runner starts this file as a small process of its own (`python -I -S watchdog.py GRACE`,
 in a new session, so a signal to the runner's group does not reach it) with a pipe on its
-stdin, and writes `+PGID` when a job's process group starts, `-PGID` once it is gone,
+stdin, and writes `+PGID` when a job's process group starts, `-PGID` once it is gone (both at
+the end of the event-loop iteration, so a group that came and went within one is not mentioned),
 `+pPID:START` and `-pPID` for a single process (the embedded Valkey; START is its start time from
 /proc/PID/stat, so a reused pid is never signalled), and `gSECONDS` to change the grace. When
 the pipe reaches end of file, the runner has exited, even by SIGKILL or a crash (the kernel
