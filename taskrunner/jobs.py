@@ -321,10 +321,7 @@ def _parse_args(value: Any, limits: Limits) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        if len(value) > limits.max_message_bytes:
-            raise InvalidJob(
-                f'"args" is {len(value)} characters, over the limit of {limits.max_message_bytes}'
-            )
+        check_args_length(value, limits)
         try:
             value = json.loads(value)
         except ValueError as exc:
@@ -337,6 +334,14 @@ def _parse_args(value: Any, limits: Limits) -> tuple[str, ...] | None:
     for arg in value:
         check_text(arg, "args")
     return tuple(value)
+
+
+def check_args_length(text: str, limits: Limits) -> None:
+    """Refuse an `args` text longer than a whole message may be."""
+    if len(text) > limits.max_message_bytes:
+        raise InvalidJob(
+            f'"args" is {len(text)} characters, over the limit of {limits.max_message_bytes}'
+        )
 
 
 def check_text(text: str, name: str, *, argv: bool = True) -> str:

@@ -21,6 +21,7 @@ from taskrunner.jobs import (
     SCRIPT,
     Job,
     Limits,
+    check_args_length,
     check_args_size,
     check_text,
     parse_intervals,
@@ -213,10 +214,7 @@ def _body(value: Any, limits: Limits) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        if len(value) > limits.max_message_bytes:
-            raise InvalidJob(
-                f'"args" is {len(value)} characters, over the limit of {limits.max_message_bytes}'
-            )
+        check_args_length(value, limits)
         try:
             json.loads(value)
         except ValueError as exc:
@@ -230,8 +228,5 @@ def _body(value: Any, limits: Limits) -> str | None:
         except (ValueError, RecursionError):
             raise InvalidJob('"args" must be a JSON value: it is nested too deeply') from None
     check_text(text, "args", argv=False)
-    if len(text) > limits.max_message_bytes:
-        raise InvalidJob(
-            f'"args" is {len(text)} characters, over the limit of {limits.max_message_bytes}'
-        )
+    check_args_length(text, limits)
     return text
