@@ -457,7 +457,14 @@ def _behaved(mode: str, record: dict[str, bytes]) -> bool:
     return state == "succeeded"
 
 
-SCENARIOS = (scenario_kill, scenario_redis, scenario_drain, scenario_hostile, scenario_misbehave)
+# Scenario name -> its function; `--only` takes names or their 1-based numbers in this order.
+SCENARIOS: dict[str, Any] = {
+    "kill": scenario_kill,
+    "redis": scenario_redis,
+    "drain": scenario_drain,
+    "hostile": scenario_hostile,
+    "misbehave": scenario_misbehave,
+}
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -466,11 +473,12 @@ SCENARIOS = (scenario_kill, scenario_redis, scenario_drain, scenario_hostile, sc
 async def run(sizes: Sizes, only: Sequence[int], seed: int) -> list[Report]:
     _become_subreaper(os.getpid())  # orphans of killed runners come to us, and we reap them
     reports = []
+    names = list(SCENARIOS)
     for number in only:
         rng = random.Random(seed * 10 + number)
-        log(f"scenario {number} of {len(SCENARIOS)}: starting")
+        log(f"scenario {number} ({names[number - 1]}) of {len(SCENARIOS)}: starting")
         started = time.monotonic()
-        report = await SCENARIOS[number - 1](sizes, rng)
+        report = await SCENARIOS[names[number - 1]](sizes, rng)
         report.title += f", {time.monotonic() - started:.0f} s"
         print_report(report)
         reports.append(report)
@@ -499,12 +507,30 @@ def summary(reports: Sequence[Report]) -> dict[str, Any]:
     }
 
 
+def scenario_numbers(text: str, parser: argparse.ArgumentParser) -> list[int]:
+    """`--only` as 1-based numbers: each item a scenario's name or number; empty: all."""
+    names = list(SCENARIOS)
+    numbers = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        if item in names:
+            numbers.append(names.index(item) + 1)
+        elif item.isdigit() and 1 <= int(item) <= len(names):
+            numbers.append(int(item))
+        else:
+            parser.error(f"--only: no scenario {item!r}; the scenarios are {', '.join(names)}")
+    return numbers or list(range(1, len(names) + 1))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="scripts/chaos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smaller runs: under 5 minutes")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # CI: tiny sizes
-    parser.add_argument("--only", default="1,2,3,4,5", help="scenarios to run, e.g. 1,4")
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"scenarios to run by name or number, e.g. kill,4 (default: all of {', '.join(SCENARIOS)})",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the load and hostile input")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep every scenario's logs (else only failed)"
@@ -513,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.keep_logs:
         os.environ[KEEP_LOGS] = "1"
     sizes = SMOKE if args.smoke else QUICK if args.quick else FULL
-    only = [int(n) for n in args.only.split(",")]
+    only = scenario_numbers(args.only, parser)
     started = time.monotonic()
     reports = uvloop.run(run(sizes, only, args.seed))
     violations = [v for r in reports for v in r.violations]
