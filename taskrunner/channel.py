@@ -20,7 +20,7 @@ from taskrunner.jobs import RPC, SCRIPT, ChannelConfig, Job, JobState
 from taskrunner.kinds import find_script
 from taskrunner.metrics import ChannelMetrics
 from taskrunner.rpc import RpcCall, RpcSpec
-from taskrunner.store import CONNECTION_ERRORS, Claimed, Store
+from taskrunner.store import CONNECTION_ERRORS, HANDED_BACK, Claimed, Store
 
 log = logging.getLogger("taskrunner.channel")
 output_log = logging.getLogger("taskrunner.output")  # jobs' output lines (channel log_output)
@@ -146,7 +146,7 @@ class ChannelWorker:
                 continue
             backoff_s, failing = 0.1, False
             for item in claimed:
-                self._start(item)
+                await self._start_or_return(item)
             if len(claimed) < free:
                 await self._sleep(5.0)  # a wake-up comes through pub/sub; this is a safety net
 
@@ -161,6 +161,17 @@ class ChannelWorker:
             j: t for j, t in self._early_cancels.items() if now - t < EARLY_CANCEL_S
         }
         self._early_cancels[job_id] = now
+
+    async def _start_or_return(self, claimed: Claimed) -> None:
+        """Start a job just claimed; if the runner began to stop during the claim's round trip,
+        put it back unstarted: first in its queue, its attempt not counted."""
+        if not self._closed:
+            self._start(claimed)
+            return
+        try:
+            await self._hand_back(claimed, started=False)
+        except WriteAbandoned:
+            self.abandoned_writes += 1
 
     def _start(self, claimed: Claimed) -> None:
         job_id = claimed.job.id
@@ -296,7 +307,7 @@ class ChannelWorker:
             log.warning("job %s stopped: another runner took it over", job.id, extra=extra)
             return
         if reason == DRAIN:
-            await self._hand_back(job, extra)
+            await self._hand_back(claimed, started=True)
             return
         state, due_at = self._outcome(
             claimed, result, cancelled=reason == CANCELLED, refused=reason == REFUSED
@@ -318,10 +329,7 @@ class ChannelWorker:
         if recorded:
             self._metrics.ended(state)
         for item in successors:  # claimed with the result: no extra round trip per job
-            if self._closed:  # the runner began to stop during that round trip
-                await self._hand_back(item.job, _context(item))
-            else:
-                self._start(item)
+            await self._start_or_return(item)
         level = logging.INFO if result.succeeded else logging.WARNING
         log.log(
             level, "job %s %s: %s in %.3f s%s", job.id, state.value,
@@ -329,22 +337,34 @@ class ChannelWorker:
             "" if recorded else " (not recorded: taken over, or Redis unreachable)", extra=extra,
         )  # fmt: skip
 
-    async def _hand_back(self, job: Job, extra: dict[str, Any]) -> None:
-        handed = await _persist(
+    async def _hand_back(self, claimed: Claimed, *, started: bool) -> None:
+        job, extra = claimed.job, _context(claimed)
+        outcome = await _persist(
             lambda: self._store.hand_back(
-                runner_id=self._policy.runner_id, job_id=job.id, channel=job.channel, reason=DRAIN
+                runner_id=self._policy.runner_id,
+                job_id=job.id,
+                channel=job.channel,
+                reason=DRAIN,
+                started=started,
+                result_ttl_s=self._policy.result_ttl_s,
             ),
             what=f"hand back job {job.id}",
             abandon=self._abandon,
             extra=extra,
         )
-        log.info(
-            "job %s handed back to channel %s (drain)%s",
-            job.id,
-            job.channel,
-            "" if handed else ": not handed back (taken over, or Redis unreachable)",
-            extra=extra,
-        )
+        if outcome == HANDED_BACK:
+            log.info(
+                "job %s handed back to channel %s (drain)%s",
+                job.id, job.channel,
+                "" if started else ": claimed as the runner stopped, never started",
+                extra=extra,
+            )  # fmt: skip
+        elif outcome:
+            log.info("job %s ended %s: it was cancelled while it ran", job.id, outcome, extra=extra)
+        else:
+            log.warning(
+                "job %s not handed back: another runner took it over", job.id, extra=extra
+            )
 
     def _free_after(self, job_id: str) -> int:
         """Slots free once this attempt ends, if this channel may claim now (else 0)."""

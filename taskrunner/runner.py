@@ -10,6 +10,7 @@ import secrets
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from taskrunner.metrics import RunnerMetrics
 from taskrunner.rpc import new_session
 from taskrunner.scheduler import Scheduler
 from taskrunner.service import Service, ServiceSettings
-from taskrunner.store import CONNECTION_ERRORS, Admission, Store
+from taskrunner.store import CONNECTION_ERRORS, HANDED_BACK, Admission, Store
 
 log = logging.getLogger("taskrunner.runner")
 
@@ -124,6 +125,7 @@ class Runner:
         # If this process dies, its jobs are stopped before their lease hands them to others.
         WATCHDOG.configure(grace_s=min(self.settings.kill_grace_s, self.settings.lease_s / 2))
         await self.store.ping()
+        await self.store.load_scripts()  # a Redis that restarted knows none; load all at once
         await self.store.register_runner(self.runner_id, lease_s=self.settings.lease_s)
         await self.service.ensure_default_channels()
         self._http = new_session()
@@ -497,15 +499,19 @@ class Runner:
         suspects = set(attempts.items())
         orphans, self._audit_suspects = suspects & self._audit_suspects, suspects
         for job_id, _ in orphans:
-            if await self.store.hand_back(
+            outcome = await self.store.hand_back(
                 runner_id=self.runner_id,
                 job_id=job_id,
                 channel=owned[job_id],
                 reason="claim reply lost",
-            ):
+                started=False,
+                result_ttl_s=self.settings.result_ttl_s,
+            )
+            if outcome:
                 log.warning(
-                    "job %s was claimed but never started here (reply lost); handed back",
+                    "job %s was claimed but never started here (reply lost); %s",
                     job_id,
+                    "handed back" if outcome == HANDED_BACK else "ended cancelled (a cancel came)",
                     extra={"job_id": job_id, "channel": owned[job_id]},
                 )
 
@@ -547,16 +553,25 @@ class Runner:
                 continue
             if not await self.store.declare_dead(dead, lease_s=self.settings.lease_s):
                 continue
-            handed = 0
-            for job_id, channel in (await self.store.runner_job_channels(dead)).items():
-                handed += await self.store.hand_back(
-                    runner_id=dead, job_id=job_id, channel=channel, reason="runner lost"
-                )
+            outcomes = Counter(
+                [
+                    await self.store.hand_back(
+                        runner_id=dead,
+                        job_id=job_id,
+                        channel=channel,
+                        reason="runner lost",
+                        result_ttl_s=self.settings.result_ttl_s,
+                    )
+                    for job_id, channel in (await self.store.runner_job_channels(dead)).items()
+                ]
+            )
+            handed = outcomes[HANDED_BACK]
             messages = await self.store.restore_inflight(dead)
             await self.store.forget_runner(dead)
             log.warning(
-                "runner %s lost (no heartbeat for %.1f s): %d jobs handed back, %d messages re-queued",
-                dead, self.settings.lease_s, handed, messages,
+                "runner %s lost (no heartbeat for %.1f s): %d jobs handed back, %d cancelled jobs"
+                " ended, %d messages re-queued",
+                dead, self.settings.lease_s, handed, outcomes["cancelled"], messages,
             )  # fmt: skip
             total += handed
         return total

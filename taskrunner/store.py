@@ -144,6 +144,7 @@ IdSource = Callable[[int, int], Awaitable[list[str]]]
 
 # How many ended jobs each channel's recent index keeps (records themselves expire by TTL).
 RECENT_CAP: Final = 10000
+HANDED_BACK: Final = "handed_back"  # Store.hand_back: the job is queued again
 
 # Fields a claim returns, in this order (see lua/claim.lua).
 CLAIM_FIELDS: Final = (
@@ -546,33 +547,60 @@ class Store:
     ) -> list[Any]:
         """Several scripts in one round trip (a pipeline of EVALSHAs, not a transaction).
 
-        With raise_on_error=False, a call that failed has its exception in its reply's place."""
-        for attempt in (1, 2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for name, keys, args in calls:
-                    pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-                try:
-                    replies = list(await pipe.execute(raise_on_error=raise_on_error))
-                except redis_errors.NoScriptError:
-                    replies = [redis_errors.NoScriptError()]
-                if attempt == 1 and any(isinstance(r, redis_errors.NoScriptError) for r in replies):
-                    await self.load_scripts()  # Redis restarted, or its script cache was flushed
-                    continue
-                return replies
-        raise AssertionError("unreachable")
+        With raise_on_error=False, a call that failed has its exception in its reply's place.
+        A call refused with NOSCRIPT (Redis restarted, or its script cache was flushed) did not
+        run: only those are sent again once the scripts are loaded. The others ran, and running
+        one twice (a claim) would take a job nobody starts."""
+        replies = await self._pipeline(calls)
+        missing = [i for i, reply in enumerate(replies) if _no_script(reply)]
+        if missing:
+            await self.load_scripts()
+            again = await self._pipeline([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+        return replies
+
+    async def _pipeline(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """One round trip of EVALSHAs; each reply or the error of its call in its place."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, keys, args in calls:
+                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
 
     async def load_scripts(self) -> None:
         for script in self._scripts.values():
             await self.redis.script_load(script.script)
 
-    async def hand_back(self, *, runner_id: str, job_id: str, channel: str, reason: str) -> bool:
+    async def hand_back(
+        self,
+        *,
+        runner_id: str,
+        job_id: str,
+        channel: str,
+        reason: str,
+        started: bool = True,
+        result_ttl_s: int = 86400,
+    ) -> str:
+        """Put a job `runner_id` runs back at the head of its queue: 'handed_back'; or, if a
+        cancel was requested meanwhile, end it: 'cancelled'; '' if it was not that runner's.
+        A job claimed but never `started` goes back with its attempt uncounted."""
         k = self.keys
         done = await self._run(
             "hand_back",
-            [k.runner_jobs(runner_id), k.job(job_id), k.queue(channel), k.running(channel)],
-            [job_id, reason, k.wake_events, channel],
-        )
-        return bool(done)
+            [
+                k.runner_jobs(runner_id), k.job(job_id), k.queue(channel), k.running(channel),
+                k.distinct(channel), k.daily(time.strftime("%Y-%m-%d")), k.recent(channel),
+            ],
+            [
+                job_id, reason, k.wake_events, channel, "1" if started else "0",
+                max(1, result_ttl_s), k.job_events, RECENT_CAP,
+            ],
+        )  # fmt: skip
+        return {1: HANDED_BACK, 2: "cancelled"}.get(int(done), "")
 
     async def cancel(self, job_id: str, *, result_ttl_s: int) -> str:
         """Cancel a job; returns its state afterwards ('running' = its runner was told)."""
@@ -1018,3 +1046,9 @@ def _sentinel(target: RedisTarget) -> Sentinel:
         **target.sentinel_kwargs(),
     }
     return Sentinel(list(target.hosts), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+
+
+def _no_script(reply: Any) -> bool:
+    return isinstance(reply, redis_errors.NoScriptError) or (
+        isinstance(reply, redis_errors.ResponseError) and str(reply).startswith("NOSCRIPT")
+    )
