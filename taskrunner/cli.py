@@ -76,6 +76,22 @@ def cli() -> None:
     "--http-addr", default="127.0.0.1:60001", show_default=True, help="HTTP listen HOST:PORT."
 )
 @env_option(
+    "--http-read-timeout",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds a client gets to send a request's headers, then its body (408);"
+    " a connection that sends no complete request in that time is closed.",
+)
+@env_option(
+    "--http-max-connections",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Open HTTP connections at most; past it a new one closes the oldest idle one, or gets"
+    " 503 when all are busy (0: a quarter of ulimit -n, 16 to 1024).",
+)
+@env_option(
     "--pidfile", default="/tmp/task-runner.pid", show_default=True, help="Pidfile ('' for none)."
 )
 @env_option(
@@ -170,7 +186,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
     unknown = set(opts) - SETTINGS_FIELDS - {
         "redis_host", "redis_password", "redis_db", "legacy_host", "legacy_password",
         "result_ttl", "drain_timeout", "kill_grace", "default_timeout", "lease", "embedded_redis",
-        "embedded_redis_port",
+        "embedded_redis_port", "http_read_timeout",
     }  # fmt: skip
     if unknown:
         raise ConfigError(f"unknown option(s) {sorted(unknown)}")
@@ -181,6 +197,8 @@ def _settings(opts: dict[str, Any]) -> Settings:
         concurrent=opts["concurrent"],
         channel_default=opts["channel_default"],
         http_addr=opts["http_addr"],
+        http_read_timeout_s=opts["http_read_timeout"],
+        http_max_connections=opts["http_max_connections"],
         pidfile=Path(opts["pidfile"]) if opts["pidfile"] else None,
         task_mode=opts["task_mode"],
         colorful_tty=opts["colorful_tty"],
@@ -202,26 +220,36 @@ def _settings(opts: dict[str, Any]) -> Settings:
 def _serve(settings: Settings) -> int:
     embedded = None
     if settings.embedded_redis_dir is not None:
-        embedded = EmbeddedRedis(
-            settings.embedded_redis_dir, port=settings.embedded_redis_port or None
-        )
-        try:
-            embedded.start()
-        except ConfigError as exc:
-            raise ConfigError(
-                f"{exc}; choose another --embedded-redis-port (0: any free port)"
-            ) from exc
-        log.info(
-            'push jobs with: redis-cli -p %d LPUSH task:prepare:queue \'{"task":"date","chan":"biz"}\'',
-            embedded.port,
-        )
+        embedded = _embedded_server(settings.embedded_redis_dir, settings.embedded_redis_port)
     try:
         url = embedded.url if embedded is not None else settings.redis_url
         return uvloop.run(_serve_async(settings, url))
     finally:
         if embedded is not None:
-            embedded.stop()
+            log.info(
+                "embedded Valkey keeps running (port %d, pid %d) with the queue: the next "
+                "start attaches to it; `taskrunner embedded stop %s` stops it",
+                embedded.port, embedded.pid, embedded.data_dir,
+            )  # fmt: skip
         WATCHDOG.close()
+
+
+def _embedded_server(data_dir: Path, port: int) -> EmbeddedRedis:
+    """Attach to the embedded Valkey running on `data_dir`, or start it."""
+    embedded = EmbeddedRedis(data_dir, port=port or None)
+    try:
+        embedded.start()
+    except ConfigError as exc:
+        if embedded.attached or "does not answer" in str(exc):
+            raise
+        raise ConfigError(
+            f"{exc}; choose another --embedded-redis-port (0: any free port)"
+        ) from exc
+    log.info(
+        'push jobs with: redis-cli -p %d LPUSH task:prepare:queue \'{"task":"date","chan":"biz"}\'',
+        embedded.port,
+    )
+    return embedded
 
 
 async def _serve_async(settings: Settings, url: str) -> int:
@@ -445,6 +473,36 @@ for admin_command in (
 ):
     queue.add_command(admin_command)
 cli.add_command(cli_admin.jobs)
+
+
+@cli.group()
+def embedded() -> None:
+    """The embedded Valkey server of `run --embedded-redis DIR`, which outlives the runner."""
+
+
+@embedded.command("status")
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+def embedded_status(data_dir: Path) -> None:
+    """Show whether a server runs on DATA_DIR (exit 0) or not (exit 1), its pid, port, data."""
+    status = EmbeddedRedis(data_dir).status()
+    for line in status.lines():
+        click.echo(line.replace("DIR", str(status.data_dir)))
+    sys.exit(0 if status.state == "running" else 1)
+
+
+@embedded.command("stop")
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+def embedded_stop(data_dir: Path) -> None:
+    """Stop the server running on DATA_DIR; it flushes its append-only file first. Stop the
+    runners that use it first: they lose their Redis."""
+    logs.configure(log_format="text", colour=False, level="info")
+    server = EmbeddedRedis(data_dir)
+    if not server.attach_running():
+        click.echo(f"no embedded Valkey runs on {server.data_dir}: nothing to stop")
+        return
+    server.stop()
+
+
 cli.add_command(cli_admin.dead)
 
 

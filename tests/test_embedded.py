@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +180,111 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+# -- apart from the runner: its own session, attached to by the next start (issue 11) ------------
+
+
+def test_the_server_runs_in_a_session_of_its_own(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to the runner's foreground group; none of it reaches Valkey."""
+    with EmbeddedRedis(tmp_path) as server:
+        assert os.getsid(server.pid) == server.pid
+        assert os.getpgid(server.pid) != os.getpgid(0)
+
+
+def test_a_second_start_on_the_same_dir_attaches_to_the_running_server(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskrunner.embedded")
+    first = EmbeddedRedis(tmp_path)
+    first.start()
+    try:
+        with SyncRedis.from_url(first.url) as client:
+            client.set("k", "v")
+        second = EmbeddedRedis(tmp_path, port=free_port())  # another port asked: still attaches
+        second.start()
+        assert second.attached and not first.attached
+        assert (second.pid, second.port) == (first.pid, first.port)
+        with SyncRedis.from_url(second.url) as client:
+            assert client.get("k") == b"v"
+        assert "already running: attached" in caplog.text
+        assert "not the" in caplog.text  # says which port it uses instead of the one asked
+    finally:
+        first.stop()
+    assert not (tmp_path / "embedded.json").exists()
+
+
+def test_a_stale_state_file_is_explained_and_a_new_server_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    (tmp_path / "embedded.json").write_text(
+        json.dumps({"pid": gone.pid, "port": free_port(), "started": 1})
+    )
+    caplog.set_level(logging.INFO, logger="taskrunner.embedded")
+    assert EmbeddedRedis(tmp_path).status().state == "stale"
+    with EmbeddedRedis(tmp_path) as server:
+        assert not server.attached
+        assert server.pid != gone.pid
+    assert f"names pid {gone.pid}, which no longer runs" in caplog.text
+
+
+def test_a_server_that_runs_but_does_not_answer_is_explained_not_waited_for(
+    tmp_path: Path,
+) -> None:
+    """The state file names a live process (here a sleep) that answers nothing on its port."""
+    impostor = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(f"/proc/{impostor.pid}/stat") as fh:
+            started = int(fh.read().rpartition(")")[2].split()[19])
+        port = free_port()
+        (tmp_path / "embedded.json").write_text(
+            json.dumps({"pid": impostor.pid, "port": port, "started": started})
+        )
+        assert EmbeddedRedis(tmp_path).status().state == "silent"
+        began = time.monotonic()
+        with pytest.raises(
+            ConfigError, match=rf"pid {impostor.pid}, port {port}\) runs but does not answer"
+        ):
+            EmbeddedRedis(tmp_path).start()
+        assert time.monotonic() - began < 15
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
+def test_embedded_status_and_stop_commands(tmp_path: Path) -> None:
+    def taskrunner(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(Path(sys.executable).parent / "taskrunner"), "embedded", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    stopped = taskrunner("status", str(tmp_path))
+    assert stopped.returncode == 1
+    assert f"embedded Valkey in {tmp_path}: stopped" in stopped.stdout
+    server = EmbeddedRedis(tmp_path)
+    server.start()
+    try:
+        with SyncRedis.from_url(server.url) as client:
+            client.set("k", "v")
+        running = taskrunner("status", str(tmp_path))
+        assert running.returncode == 0, running.stdout + running.stderr
+        assert f"running pid={server.pid} port={server.port}" in running.stdout
+        assert f"redis://127.0.0.1:{server.port}/0" in running.stdout
+        stop = taskrunner("stop", str(tmp_path))
+        assert stop.returncode == 0, stop.stderr
+        assert "AOF flushed" in stop.stderr
+        wait_until_sync(lambda: _gone(server.pid), message="the server to exit")
+    finally:
+        server.stop()
+    assert "nothing to stop" in taskrunner("stop", str(tmp_path)).stdout
+    with EmbeddedRedis(tmp_path) as again, SyncRedis.from_url(again.url) as client:
+        assert client.get("k") == b"v"  # the stop flushed the AOF
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except OSError:
+        return True

@@ -7,15 +7,23 @@ stop that lands while a claim is on its way), not crashes.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from helpers import free_port, wait_until_sync
+from redis import Redis as SyncRedis
 
+from taskrunner.embedded import EmbeddedRedis
 from taskrunner.jobs import ChannelConfig, Job, JobState
 from taskrunner.store import Store
-
-pytestmark = pytest.mark.asyncio
 
 
 async def queued(store: Store, channel: str, *ids: str) -> None:
@@ -24,6 +32,7 @@ async def queued(store: Store, channel: str, *ids: str) -> None:
         await store.enqueue(Job(id=job_id, task="true", channel=channel), runner_id="test")
 
 
+@pytest.mark.asyncio
 async def test_a_result_written_after_redis_forgot_its_scripts_claims_the_next_job_once(
     redis_url: str, redis: aioredis.Redis
 ) -> None:
@@ -54,6 +63,7 @@ async def test_a_result_written_after_redis_forgot_its_scripts_claims_the_next_j
         await store.close()
 
 
+@pytest.mark.asyncio
 async def test_a_job_claimed_but_never_started_goes_back_first_with_its_attempt_uncounted(
     redis_url: str,
 ) -> None:
@@ -79,6 +89,7 @@ async def test_a_job_claimed_but_never_started_goes_back_first_with_its_attempt_
         await store.close()
 
 
+@pytest.mark.asyncio
 async def test_a_cancel_is_not_lost_with_its_runner(redis_url: str) -> None:
     """Cancel a running job, then its runner dies: the hand-back ends it `cancelled` instead
     of running it again from the start."""
@@ -99,3 +110,126 @@ async def test_a_cancel_is_not_lost_with_its_runner(redis_url: str) -> None:
         assert (await store.daily_counts(time.strftime("%Y-%m-%d"))).get("cancelled") == 1
     finally:
         await store.close()
+
+
+# -- `./scripts/run` as a user runs it: a process group on a terminal, embedded Valkey ----------
+
+BIN_DIR = Path(sys.executable).parent
+
+
+class EmbeddedRun:
+    """`taskrunner run --embedded-redis DIR` as `./scripts/run` starts it, in a process group
+    of its own as a terminal's foreground job is; its log in DIR/../runner-N.log."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path / "var"
+        self.tmp = tmp_path
+        self.http = f"127.0.0.1:{free_port()}"
+        self.starts = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        argv = [
+            str(BIN_DIR / "taskrunner"), "run", "--embedded-redis", str(self.dir),
+            "--embedded-redis-port", "0", "--http-addr", self.http, "--pidfile", "",
+            "--drain-timeout", "20",
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKRUNNER_")}
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                process_group=0,
+            )  # fmt: skip
+        wait_until_sync(lambda: "taskrunner started" in self.text(), timeout_s=30,
+                        message="the runner to start")  # fmt: skip
+
+    @property
+    def log(self) -> Path:
+        return self.tmp / f"runner-{self.starts}.log"
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def server(self) -> EmbeddedRedis:
+        server = EmbeddedRedis(self.dir)
+        assert server.attach_running(), "the embedded Valkey is not running"
+        return server
+
+    def ctrl_c(self) -> int:
+        """SIGINT to the whole foreground process group, as a terminal's Ctrl-C sends it."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def embedded_run(tmp_path: Path) -> Iterator[EmbeddedRun]:
+    run = EmbeddedRun(tmp_path)
+    try:
+        yield run
+    finally:
+        if run.process is not None and run.process.poll() is None:
+            run.kill()
+        server = EmbeddedRedis(run.dir)
+        if server.attach_running():
+            server.stop()
+
+
+def push(server: EmbeddedRedis, task: str, job_id: str) -> None:
+    with SyncRedis.from_url(server.url) as client:
+        client.lpush("task:prepare:queue", json.dumps({"task": task, "chan": "biz", "id": job_id}))
+
+
+def job_record(server: EmbeddedRedis, job_id: str) -> dict[bytes, bytes]:
+    with SyncRedis.from_url(server.url) as client:
+        return client.hgetall(f"task:job:{job_id}")  # type: ignore[return-value]
+
+
+def test_ctrl_c_drains_the_running_job_once_and_leaves_valkey_with_the_queue(
+    embedded_run: EmbeddedRun,
+) -> None:
+    """Issue 11, reproduction 1: Ctrl-C killed the embedded Valkey at once; the result could not
+    be written, the stop took 65 s with exit 1, and the next start ran the job again."""
+    out = embedded_run.tmp / "out.txt"
+    embedded_run.start()
+    server = embedded_run.server()
+    push(server, f"sh -c 'sleep 2; echo ran >> {out}'", "job-1")
+    wait_until_sync(lambda: job_record(server, "job-1").get(b"state") == b"running",
+                    message="the job to start")  # fmt: skip
+    began = time.monotonic()
+    assert embedded_run.ctrl_c() == 0, embedded_run.text()
+    assert time.monotonic() - began < 15
+    text = embedded_run.text()
+    assert "drain 2/3: 1 jobs finished, 0 still running" in text
+    assert "cannot record" not in text and "Connection refused" not in text
+    record = job_record(server, "job-1")  # Valkey still answers, with the result
+    assert (record[b"state"], record[b"attempt"]) == (b"succeeded", b"1")
+    push(server, f"sh -c 'echo second >> {out}'", "job-2")  # pushes work with no runner
+
+    embedded_run.start()  # attaches to the same Valkey
+    assert "already running: attached" in embedded_run.text()
+    assert embedded_run.server().pid == server.pid
+    wait_until_sync(lambda: job_record(server, "job-2").get(b"state") == b"succeeded",
+                    message="the job pushed meanwhile to run")  # fmt: skip
+    assert embedded_run.ctrl_c() == 0
+    assert out.read_text().split() == ["ran", "second"]  # each job ran once
+
+
+def test_a_sigkilled_runner_leaves_valkey_running_and_the_next_start_attaches(
+    embedded_run: EmbeddedRun,
+) -> None:
+    embedded_run.start()
+    server = embedded_run.server()
+    embedded_run.kill()
+    assert EmbeddedRedis(embedded_run.dir).status().state == "running"
+    push(server, "true", "job-1")
+    embedded_run.start()
+    assert "already running: attached" in embedded_run.text()
+    wait_until_sync(lambda: job_record(server, "job-1").get(b"state") == b"succeeded",
+                    message="the job pushed while no runner ran")  # fmt: skip

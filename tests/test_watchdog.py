@@ -182,33 +182,6 @@ def test_a_single_process_is_stopped_only_if_its_pid_still_names_it() -> None:
             proc.wait()
 
 
-def test_a_sigkilled_runner_s_embedded_valkey_is_stopped(tmp_path: Path) -> None:
-    argv = [
-        str(BIN_DIR / "taskrunner"), "run", "--embedded-redis", str(tmp_path / "var"),
-        "--embedded-redis-port", "0", "--http-addr", f"127.0.0.1:{free_port()}",
-        "--pidfile", str(tmp_path / "runner.pid"),
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKRUNNER_")}
-    runner = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
-    assert runner.stderr is not None
-    for line in runner.stderr:  # "embedded Valkey started: ... pid=N ..."
-        if b"embedded Valkey started" in line:
-            valkey = int(line.split(b" pid=")[1].split()[0])
-            break
-    else:
-        raise AssertionError("the runner exited before its Valkey started")
-    try:
-        runner.kill()
-        _, rest = runner.communicate(timeout=15)
-        assert b"and 1 server process(es) running" in rest
-        wait_until_sync(lambda: not live_members_of(valkey), message="the Valkey stopped")
-    finally:
-        if live_members_of(valkey):  # the test failed: do not leave it behind
-            os.kill(valkey, signal.SIGKILL)
-
-
 def live_members_of(pid: int) -> bool:
     """The process is alive (not a zombie)."""
     try:
