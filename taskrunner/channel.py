@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -15,12 +16,12 @@ import aiohttp
 from taskrunner.aio import wait_event
 from taskrunner.allow import check_program
 from taskrunner.errors import InvalidJob, NotAllowed, SpawnError
-from taskrunner.executor import ExecResult, ExecSpec, Execution
+from taskrunner.executor import WATCHDOG, ExecResult, ExecSpec, Execution
 from taskrunner.jobs import RPC, SCRIPT, ChannelConfig, Job, JobState
 from taskrunner.kinds import find_script
 from taskrunner.metrics import ChannelMetrics
 from taskrunner.rpc import RpcCall, RpcSpec
-from taskrunner.store import CONNECTION_ERRORS, HANDED_BACK, Claimed, Store
+from taskrunner.store import HANDED_BACK, UNAVAILABLE_ERRORS, Claimed, Store
 
 log = logging.getLogger("taskrunner.channel")
 output_log = logging.getLogger("taskrunner.output")  # jobs' output lines (channel log_output)
@@ -30,9 +31,11 @@ T = TypeVar("T")
 # A running job is told why it is being stopped; these reasons decide what happens next.
 DRAIN = "drain"  # runner stopping: hand the job back to its queue
 FENCED = "fenced"  # another runner took the job over: record nothing
+SILENCED = "silenced"  # the watchdog may have stopped it (heartbeat silent): hand it back
 CANCELLED = "cancelled"  # a user cancelled it: final state `cancelled`
 REFUSED = "refused"  # an allowlist refused its program: final state `failed`, no retry
 EARLY_CANCEL_S = 10.0  # how long a cancel for a job not (yet) running here is remembered
+LAST_TRY_S = 1.0  # how long a write abandoned by a stop still waits for its reply
 OUTPUT_LOG_LINES = 200  # output lines logged per attempt at most (channel log_output)
 
 
@@ -86,7 +89,9 @@ class ChannelWorker:
         self._stop_reasons: dict[str, str] = {}
         self._early_cancels: dict[str, float] = {}
         self._abandon = asyncio.Event()
+        self._ended: set[str] = set()  # attempts whose process (or request) ended: writing
         self.abandoned_writes = 0
+        self.handed_back = 0  # started attempts stopped and handed back to their queue
 
     @property
     def name(self) -> str:
@@ -95,6 +100,11 @@ class ChannelWorker:
     @property
     def running_count(self) -> int:
         return len(self._attempts)
+
+    @property
+    def process_count(self) -> int:
+        """Attempts whose process (or request) still runs: not those writing their end."""
+        return len(self._attempts) - len(self._ended)
 
     def running_job_ids(self) -> list[str]:
         return list(self._attempts)
@@ -133,7 +143,7 @@ class ChannelWorker:
                 claimed = await self._store.claim(
                     self.name, count=free, runner_id=self._policy.runner_id
                 )
-            except CONNECTION_ERRORS as exc:
+            except UNAVAILABLE_ERRORS as exc:
                 if not failing:
                     self._metrics.claim_lost()
                 failing = True
@@ -175,6 +185,7 @@ class ChannelWorker:
 
     def _start(self, claimed: Claimed) -> None:
         job_id = claimed.job.id
+        self._stop_reasons.pop(job_id, None)  # an attempt handed back here may still be ending
         if self._early_cancels.pop(job_id, None) is not None:
             self._stop_reasons[job_id] = CANCELLED
         task = asyncio.create_task(self._attempt(claimed), name=f"job:{job_id}")
@@ -183,9 +194,11 @@ class ChannelWorker:
 
     def _attempt_done(self, claimed: Claimed, task: asyncio.Task[None]) -> None:
         job_id = claimed.job.id
-        self._attempts.pop(job_id, None)
-        self._executions.pop(job_id, None)
-        self._stop_reasons.pop(job_id, None)
+        if self._attempts.get(job_id) is task:  # (not when the job runs here again already)
+            del self._attempts[job_id]
+            self._ended.discard(job_id)
+            self._executions.pop(job_id, None)
+            self._stop_reasons.pop(job_id, None)
         self._wake.set()
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error(
@@ -194,8 +207,9 @@ class ChannelWorker:
             )  # fmt: skip
 
     def terminate(self, job_id: str, reason: str) -> bool:
-        """Stop one running attempt (process group or request); False if not running here."""
-        if job_id not in self._attempts:
+        """Stop one running attempt (process group or request); False if not running here, or
+        if its process already ended (its end is being written)."""
+        if job_id not in self._attempts or job_id in self._ended:
             return False
         self._stop_reasons.setdefault(job_id, reason)
         execution = self._executions.get(job_id)
@@ -224,6 +238,7 @@ class ChannelWorker:
         if self._stop_reasons.get(job.id) == CANCELLED:
             await self._finish(claimed, _spawn_failure("cancelled before it started"))
             return
+        launched_at = time.monotonic()
         try:
             running = await self._launch(job, extra)
         except NotAllowed as exc:  # the channel's allowlist may have changed since it was queued
@@ -247,6 +262,8 @@ class ChannelWorker:
             extra=extra,
         )  # fmt: skip
         result = _judge(job, await running.wait())
+        if isinstance(running, Execution) and WATCHDOG.fenced_since(launched_at):
+            self._stop_reasons.setdefault(job.id, SILENCED)  # its result may be the fence's
         self._metrics.ran(duration_s=result.duration_s, timed_out=result.kill_reason == "timeout")
         if self.config.log_output:
             _log_output(result, extra)
@@ -294,6 +311,7 @@ class ChannelWorker:
         )
 
     async def _finish(self, claimed: Claimed, result: ExecResult) -> None:
+        self._ended.add(claimed.job.id)
         try:
             await self._write_end(claimed, result)
         except WriteAbandoned:
@@ -306,8 +324,8 @@ class ChannelWorker:
         if reason == FENCED:
             log.warning("job %s stopped: another runner took it over", job.id, extra=extra)
             return
-        if reason == DRAIN:
-            await self._hand_back(claimed, started=True)
+        if reason in (DRAIN, SILENCED):
+            await self._hand_back(claimed, started=True, reason=reason)
             return
         state, due_at = self._outcome(
             claimed, result, cancelled=reason == CANCELLED, refused=reason == REFUSED
@@ -334,17 +352,17 @@ class ChannelWorker:
         log.log(
             level, "job %s %s: %s in %.3f s%s", job.id, state.value,
             "ok" if result.succeeded else result.error, result.duration_s,
-            "" if recorded else " (not recorded: taken over, or Redis unreachable)", extra=extra,
+            "" if recorded else " (not recorded: another runner took the job over)", extra=extra,
         )  # fmt: skip
 
-    async def _hand_back(self, claimed: Claimed, *, started: bool) -> None:
+    async def _hand_back(self, claimed: Claimed, *, started: bool, reason: str = DRAIN) -> None:
         job, extra = claimed.job, _context(claimed)
         outcome = await _persist(
             lambda: self._store.hand_back(
                 runner_id=self._policy.runner_id,
                 job_id=job.id,
                 channel=job.channel,
-                reason=DRAIN,
+                reason=reason,
                 started=started,
                 result_ttl_s=self._policy.result_ttl_s,
             ),
@@ -353,18 +371,17 @@ class ChannelWorker:
             extra=extra,
         )
         if outcome == HANDED_BACK:
+            self.handed_back += started
             log.info(
-                "job %s handed back to channel %s (drain)%s",
-                job.id, job.channel,
+                "job %s handed back to channel %s (%s)%s",
+                job.id, job.channel, reason,
                 "" if started else ": claimed as the runner stopped, never started",
                 extra=extra,
             )  # fmt: skip
         elif outcome:
             log.info("job %s ended %s: it was cancelled while it ran", job.id, outcome, extra=extra)
         else:
-            log.warning(
-                "job %s not handed back: another runner took it over", job.id, extra=extra
-            )
+            log.warning("job %s not handed back: another runner took it over", job.id, extra=extra)
 
     def _free_after(self, job_id: str) -> int:
         """Slots free once this attempt ends, if this channel may claim now (else 0)."""
@@ -481,8 +498,8 @@ async def _persist(
     delay_s = 0.1
     while True:
         try:
-            return await operation()
-        except CONNECTION_ERRORS as exc:
+            return await _unless_abandoned(operation(), abandon)
+        except UNAVAILABLE_ERRORS as exc:
             if abandon.is_set():
                 log.error(
                     "cannot %s: Redis unreachable (%s); another runner hands the job back"
@@ -492,3 +509,22 @@ async def _persist(
             log.warning("cannot %s (%s); retrying in %.1f s", what, exc, delay_s, extra=extra)
             await wait_event(abandon, delay_s)
             delay_s = min(delay_s * 2, 5.0)
+
+
+async def _unless_abandoned(call: Awaitable[T], abandon: asyncio.Event) -> T:
+    """Await `call`; if `abandon` is set first (a stop with Redis hung: no reply will come),
+    cancel it and raise ConnectionError, which `_persist` turns into WriteAbandoned."""
+    task = asyncio.ensure_future(call)
+    stop = asyncio.ensure_future(abandon.wait())
+    try:
+        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if not task.done():  # abandoned: a last moment for a reply on its way
+        await asyncio.wait([task], timeout=LAST_TRY_S)
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise ConnectionError("no reply from Redis before the stop's deadline")

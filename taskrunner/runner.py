@@ -19,17 +19,34 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from taskrunner.aio import cancel_and_wait, wait_event
-from taskrunner.api.app import build_app
+from taskrunner.api.app import CONNECTIONS, build_app
+from taskrunner.api.connections import GuardedSite
 from taskrunner.channel import CANCELLED, DRAIN, FENCED, ChannelWorker, ExecPolicy
 from taskrunner.config import Settings
-from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob, NotAllowed
+from taskrunner.errors import (
+    ConfigError,
+    InvalidChannel,
+    InvalidJob,
+    NotAllowed,
+    StoreRefusing,
+    StoreUnavailable,
+)
 from taskrunner.executor import WATCHDOG, reap_strays
 from taskrunner.jobs import ChannelConfig, Job, parse_message
 from taskrunner.metrics import RunnerMetrics
 from taskrunner.rpc import new_session
 from taskrunner.scheduler import Scheduler
 from taskrunner.service import Service, ServiceSettings
-from taskrunner.store import CONNECTION_ERRORS, HANDED_BACK, Admission, Store
+from taskrunner.store import (
+    DEAD_LETTER_RAW_BYTES,
+    HANDED_BACK,
+    SERVER_REFUSALS,
+    UNAVAILABLE_ERRORS,
+    Admission,
+    Store,
+    out_of_reach,
+    unavailable_reason,
+)
 
 log = logging.getLogger("taskrunner.runner")
 
@@ -41,7 +58,9 @@ INGRESS_BATCH = 100  # messages routed per round trip under load
 # trip, so the loop runs meanwhile): 100 messages of 60 KB once stalled /healthz for seconds.
 ROUTE_SLICE_S = 0.02
 REAP_INTERVAL_S = 5.0
-HANDBACK_WAIT_S = 10.0  # after the kill grace: how long stopped jobs may take to be written back
+HANDBACK_WAIT_S = 3.0  # after the kill grace: how long stopped jobs may take to be written back
+CLAIM_STOP_S = 2.0  # at a stop: how long a claim in flight may take to come back
+STOP_REDIS_S = 3.0  # at a stop: how long the last Redis calls (unregister) may take  # after the kill grace: how long stopped jobs may take to be written back
 
 
 def new_runner_id() -> str:
@@ -97,6 +116,9 @@ class Runner:
         self.failed = False
         self._closing = False
         self._audit_suspects: set[tuple[str, str]] = set()  # (job id, attempt)
+        self._registered = False  # in Redis's runner set: close() leaves it
+        self._epoch = ""  # names the data Redis held at registration (Store.data_epoch)
+        self._data_check = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -106,13 +128,28 @@ class Runner:
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig)
         try:
-            await self.start()
-            await self.stop_requested.wait()
-            await self.drain()
+            if await self._started_unless_stopped():
+                await self.stop_requested.wait()
+                await self.drain()
         finally:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             await self.close()
+
+    async def _started_unless_stopped(self) -> bool:
+        """`start()`, unless a stop signal comes first (Redis hangs during start-up): False."""
+        start = asyncio.ensure_future(self.start())
+        stop = asyncio.ensure_future(self.stop_requested.wait())
+        try:
+            await asyncio.wait([start, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if start.done():
+            start.result()  # raises what made the start fail
+            return True
+        await cancel_and_wait([start])
+        log.info("stopped during start-up, before any job was taken")
+        return False
 
     def request_stop(self, sig: int | None = None) -> None:
         """Signal handler: first call drains, a second one skips the wait."""
@@ -127,12 +164,10 @@ class Runner:
     async def start(self) -> None:
         # If this process dies, its jobs are stopped before their lease hands them to others.
         WATCHDOG.configure(grace_s=min(self.settings.kill_grace_s, self.settings.lease_s / 2))
-        await self.store.ping()
-        await self.store.load_scripts()  # a Redis that restarted knows none; load all at once
-        await self.store.register_runner(self.runner_id, lease_s=self.settings.lease_s)
-        await self.service.ensure_default_channels()
         self._http = new_session()
-        await self._sync_channels()
+        await self._wait_until_redis_serves()
+        if self.stop_requested.is_set():
+            return  # stopped while Redis refused to serve: nothing was set up
         self._spawn(self._ingress_loop(), "ingress")
         self._spawn(self._channel_loop(), "channels")
         self._spawn(self._events_loop(), "events")
@@ -149,18 +184,59 @@ class Runner:
             self.settings.task_mode,
         )  # fmt: skip
 
+    async def _wait_until_redis_serves(self) -> None:
+        """Set this runner up in Redis. Unreachable at start: StoreUnavailable (exit 2). Reachable
+        but refusing (loading, out of memory, busy, read-only, ...): log once and retry until it
+        serves, or until a stop is requested."""
+        backoff = _Backoff("set this runner up", max_s=2.0)
+        reached = False
+        while not self.stop_requested.is_set():
+            try:
+                await self.store.ping()
+                reached = True
+                await self._set_up_in_redis()
+            except StoreUnavailable as exc:
+                if not (reached or isinstance(exc, StoreRefusing)):
+                    raise
+                await backoff.wait(exc)
+            except UNAVAILABLE_ERRORS as exc:
+                await backoff.wait(exc)
+            else:
+                backoff.ok()
+                return
+
+    async def _set_up_in_redis(self) -> None:
+        await self.store.load_scripts()  # a Redis that restarted knows none; load all at once
+        await self.store.register_runner(self.runner_id, lease_s=self.settings.lease_s)
+        self._registered = True
+        self._epoch = await self.store.data_epoch()
+        await self.service.ensure_default_channels()
+        await self._sync_channels()
+
     async def _start_http(self) -> None:
         app = build_app(self)
-        self._web = web.AppRunner(app, handle_signals=False, access_log=None)
+        read_timeout_s = self.settings.http_read_timeout_s
+        self._web = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=read_timeout_s,  # the next request on a kept-alive connection
+            lingering_time=min(read_timeout_s, 10.0),  # reading a body nobody asked for
+            shutdown_timeout=STOP_REDIS_S,  # at exit: requests in flight (long polls) end by then
+        )
         await self._web.setup()
         host, port = self.settings.http_host_port()
-        site = web.TCPSite(self._web, host, port, reuse_address=True)
+        site = GuardedSite(self._web, host, port, app[CONNECTIONS])
         try:
             await site.start()
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on --http-addr {self.settings.http_addr}: {exc.strerror}"
             ) from exc
+        log.info(
+            "HTTP on %s: at most %d connections, %g s to send a request's headers and its body",
+            self.settings.http_addr, app[CONNECTIONS].max_connections, read_timeout_s,
+        )  # fmt: skip
 
     async def drain(self) -> None:
         """Three logged phases: stop intake; wait for running jobs; kill and hand back the rest."""
@@ -169,15 +245,30 @@ class Runner:
         self.scheduler.close()
         for worker in self.workers.values():
             worker.close()
-        await asyncio.gather(*self._worker_tasks.values(), return_exceptions=True)
-        running = self.running_count()
+        await self._stop_claiming()
+        running = self.process_count()
         log.info("drain 1/3: intake stopped; %d jobs running, queued jobs stay in Redis", running)
         await self._wait_idle_unless_forced(self.settings.drain_timeout_s)
-        left = self.running_count()
-        log.info("drain 2/3: %d jobs finished, %d still running", max(0, running - left), left)
+        left, writing = self.process_count(), self.running_count() - self.process_count()
+        log.info(
+            "drain 2/3: %d jobs finished, %d still running%s", max(0, running - left), left,
+            f"; {writing} results still being written" if writing else "",
+        )  # fmt: skip
         killed = sum(w.terminate_all(DRAIN) for w in self.workers.values())
         await self._wait_handed_back()
-        log.info("drain 3/3: %d jobs killed and handed back to their queues", killed)
+        handed = sum(w.handed_back for w in self.workers.values())
+        log.info(
+            "drain 3/3: %d jobs killed, %d of them handed back to their queues", killed, handed
+        )
+
+    async def _stop_claiming(self) -> None:
+        """Let the channels' claim loops end; one waiting on a Redis that does not answer is
+        cancelled after CLAIM_STOP_S (a claim that ran in Redis stays this runner's: it is
+        held, so the runner stays registered and its lease hands the job back)."""
+        tasks = list(self._worker_tasks.values())
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=CLAIM_STOP_S)
+            await cancel_and_wait(list(late))
 
     async def _wait_handed_back(self) -> None:
         """Wait for stopped attempts to be written back; give up on Redis at a deadline or a
@@ -227,11 +318,31 @@ class Runner:
         if self._http is not None:
             http, self._http = self._http, None
             await http.close()
-        with contextlib.suppress(*CONNECTION_ERRORS):
-            restored = await self.store.restore_inflight(self.runner_id)
-            if restored:
-                log.info("%d unrouted messages put back on the prepare queue", restored)
-            await self.store.unregister_runner(self.runner_id)
+        await self._leave()
+
+    async def _leave(self) -> None:
+        """Put unrouted messages back and unregister, within STOP_REDIS_S: a stop ends
+        whatever Redis does; what is left is handed back by the lease."""
+        if not self._registered:
+            return
+        self._registered = False
+        try:
+            async with asyncio.timeout(STOP_REDIS_S):
+                restored = await self.store.restore_inflight(self.runner_id)
+                if restored:
+                    log.info("%d unrouted messages put back on the prepare queue", restored)
+                held = await self.store.unregister_runner(self.runner_id)
+        except (TimeoutError, *UNAVAILABLE_ERRORS) as exc:
+            log.error(
+                "cannot unregister from Redis (%s): other runners hand back what this runner "
+                "held when its lease (%.1f s) expires", exc or "no reply", self.settings.lease_s,
+            )  # fmt: skip
+            return
+        if held:
+            log.error(
+                "%d jobs could not be written back: this runner stays registered, and other "
+                "runners hand them back when its lease (%.1f s) expires", held, self.settings.lease_s,
+            )  # fmt: skip
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -252,6 +363,10 @@ class Runner:
 
     def running_count(self) -> int:
         return sum(w.running_count for w in self.workers.values())
+
+    def process_count(self) -> int:
+        """Jobs whose process (or request) still runs: not those writing their end."""
+        return sum(w.process_count for w in self.workers.values())
 
     def _channel_config(self, name: str) -> ChannelConfig | None:
         """A channel's settings as this runner applies them (kept current by pub/sub)."""
@@ -281,13 +396,13 @@ class Runner:
                     await self.route_many(await self.store.inflight_messages(self.runner_id))
                     resync = False
                 # Under load, take a batch per round trip; when the queue is empty, block.
-                batch = await self.store.take_messages(self.runner_id, count=INGRESS_BATCH)
+                batch = await self._take_batch()
                 if not batch:
                     raw = await self.store.take_message(self.runner_id, timeout_s=INGRESS_BLOCK_S)
                     batch = [] if raw is None else [raw]
                 await self.route_many(batch)
                 backoff.ok()
-            except CONNECTION_ERRORS as exc:
+            except UNAVAILABLE_ERRORS as exc:
                 resync = True
                 self._connection_lost("ingress", backoff)
                 await backoff.wait(exc)
@@ -320,9 +435,25 @@ class Runner:
     async def _enqueue_routed(self, jobs: Sequence[tuple[Job, bytes]]) -> None:
         if not jobs:
             return
-        admissions = await self.store.enqueue_many(jobs, runner_id=self.runner_id)
+        admissions = await self._admit(jobs)
         for (job, raw), admission in zip(jobs, admissions, strict=True):
             await self._admitted(job, raw, admission)
+
+    async def _admit(self, jobs: Sequence[tuple[Job, bytes]]) -> list[Admission]:
+        """Enqueue routed jobs. A default channel found missing (Redis lost its data) is ensured
+        again and its jobs are enqueued again, not dead-lettered."""
+        admissions = await self.store.enqueue_many(jobs, runner_id=self.runner_id)
+        defaults = self.service.default_channel_names
+        lost = [
+            i for i, (admission, (job, _)) in enumerate(zip(admissions, jobs, strict=True))
+            if admission.status == "nochan" and job.channel in defaults
+        ]  # fmt: skip
+        if lost:
+            await self.service.ensure_default_channels()
+            again = await self.store.enqueue_many([jobs[i] for i in lost], runner_id=self.runner_id)
+            for i, admission in zip(lost, again, strict=True):
+                admissions[i] = admission
+        return admissions
 
     async def _admitted(self, job: Job, raw: bytes, admission: Admission) -> None:
         if admission.status == "nochan":
@@ -350,7 +481,28 @@ class Runner:
             if worker is not None and job.run_at is None:
                 worker.wake()  # no need to wait for our own wake-up to come back through pub/sub
 
+    async def _take_batch(self, count: int = INGRESS_BATCH) -> list[bytes]:
+        """Up to `count` messages; one over the size limit is dead-lettered inside Redis (its
+        first bytes kept), so it is never read whole, nor sent back."""
+        limits = self.settings.limits
+        taken = await self.store.take_messages(
+            self.runner_id,
+            count=count,
+            max_bytes=limits.max_message_bytes,
+            dead_letter_cap=self.settings.dead_letter_cap,
+        )
+        for size in taken.refused_sizes:
+            self.metrics.dead_letters_routed.inc()
+            log.warning(
+                "dead-lettered message: message is %d bytes, over the limit of %d (first %d"
+                " bytes kept)", size, limits.max_message_bytes, DEAD_LETTER_RAW_BYTES,
+            )  # fmt: skip
+        return taken.messages
+
     async def _dead_letter(self, raw: bytes, reason: str) -> None:
+        if len(raw) > self.settings.limits.max_message_bytes:  # a blocking take brought it
+            await self._take_batch(0)  # dead-letters it inside Redis: no need to send it back
+            return
         count = await self.store.dead_letter(
             raw=raw,
             reason=reason,
@@ -359,7 +511,7 @@ class Runner:
             cap=self.settings.dead_letter_cap,
         )
         self.metrics.dead_letters_routed.inc()
-        log.warning("dead-lettered message #%d: %s: %.200r", count, reason, raw)
+        log.warning("dead-lettered message #%d: %s: %r", count, reason, raw[:200])
 
     # -- channels -------------------------------------------------------------------------
 
@@ -371,12 +523,15 @@ class Runner:
             try:
                 await self._sync_channels()
                 backoff.ok()
-            except CONNECTION_ERRORS as exc:
+            except UNAVAILABLE_ERRORS as exc:
                 self._connection_lost("channels", backoff)
                 await backoff.wait(exc)
 
     async def _sync_channels(self) -> None:
         configs = await self.store.load_channels()
+        if self.settings.channel_default not in configs:  # Redis lost its data, or a hand deleted it
+            await self.service.ensure_default_channels()
+            configs = await self.store.load_channels()
         for name, config in configs.items():
             if name in self.workers:
                 self.workers[name].update(config)
@@ -427,7 +582,7 @@ class Runner:
                             handlers[_text(message["channel"])](_text(message["data"]))
                     if not self._closing:
                         log.info("Redis primary moved (Sentinel failover): subscribing again")
-            except CONNECTION_ERRORS as exc:
+            except UNAVAILABLE_ERRORS as exc:
                 self._connection_lost("events", backoff)
                 await backoff.wait(exc)
 
@@ -478,23 +633,43 @@ class Runner:
     async def _heartbeat_loop(self) -> None:
         interval_s = self.settings.lease_s / 5
         backoff = _Backoff("send heartbeat", max_s=interval_s)
-        while not self._closing:
-            try:
+        WATCHDOG.watch_silence(**silence_fence(self.settings))
+        try:
+            while not self._closing:
+                try:
+                    alive = await self._beat(timeout_s=interval_s)
+                    backoff.ok()
+                except UNAVAILABLE_ERRORS as exc:
+                    self._connection_lost("heartbeat", backoff)
+                    await backoff.wait(exc)
+                    continue
+                if not alive:
+                    await self._not_alive()
+                await asyncio.sleep(interval_s)
+        finally:
+            WATCHDOG.unwatch_silence()
+
+    async def _beat(self, *, timeout_s: float) -> bool:
+        """One heartbeat, on the store's own connection for it. The watchdog hears of it when
+        it landed, or when Redis was out of reach (as for every runner, when nobody can be
+        declared lost: heartbeat.lua); silent otherwise, it stops the jobs (silence_fence)."""
+        sent_at = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s):  # Redis hung: as out of reach as when down
                 alive = await self.store.heartbeat(self.runner_id, lease_s=self.settings.lease_s)
-                backoff.ok()
-            except CONNECTION_ERRORS as exc:
-                self._connection_lost("heartbeat", backoff)
-                await backoff.wait(exc)
-                continue
-            if not alive:
-                await self._fenced()
-            await asyncio.sleep(interval_s)
+        except UNAVAILABLE_ERRORS as exc:
+            if out_of_reach(exc):
+                WATCHDOG.heard(sent_at)
+            raise
+        if alive:
+            WATCHDOG.heard(sent_at)
+        return alive
 
     async def _audit_loop(self) -> None:
         """Audits in their own loop: however long one takes, the heartbeat does not wait."""
         while not self._closing:
             await asyncio.sleep(self.settings.lease_s / 5)
-            with contextlib.suppress(*CONNECTION_ERRORS):
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
                 await self._audit_owned_jobs()
 
     async def _audit_owned_jobs(self) -> None:
@@ -524,6 +699,34 @@ class Runner:
                     extra={"job_id": job_id, "channel": owned[job_id]},
                 )
 
+    async def _not_alive(self) -> None:
+        """The heartbeat found this runner unknown or declared dead: Redis lost its data, or
+        another runner took its jobs. A refusal meanwhile: asked again at the next beat."""
+        try:
+            if not await self.check_data_loss():
+                await self._fenced()
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning("heartbeat refused, and Redis unavailable to tell why (%s)", exc)
+
+    async def check_data_loss(self) -> bool:
+        """Whether Redis lost its data since this runner registered (FLUSHALL, a restart without
+        persistence): then log it once, register again and ensure the default channels."""
+        async with self._data_check:
+            epoch = await self.store.data_epoch()
+            if epoch == self._epoch:
+                return False
+            log.error(
+                "Redis lost its data (FLUSHALL, or a restart without persistence): the jobs"
+                " queued, scheduled or recorded there are gone; registering again and"
+                " ensuring the default channels. Jobs running here go on; their results"
+                " cannot be recorded"
+            )
+            await self.store.register_runner(self.runner_id, lease_s=self.settings.lease_s)
+            self._epoch = epoch
+            await self.service.ensure_default_channels()
+        self._wake_everything()  # claims were refused while unregistered: claim now
+        return True
+
     async def _fenced(self) -> None:
         """Another runner declared us dead and took our jobs: stop our copies, rejoin."""
         stopped = sum(w.terminate_all(FENCED) for w in self.workers.values())
@@ -548,7 +751,7 @@ class Runner:
             try:
                 await self.recover_dead_runners()
                 backoff.ok()
-            except CONNECTION_ERRORS as exc:
+            except UNAVAILABLE_ERRORS as exc:
                 self._connection_lost("recovery", backoff)
                 await backoff.wait(exc)
 
@@ -586,6 +789,18 @@ class Runner:
         return total
 
 
+def silence_fence(settings: Settings) -> dict[str, float]:
+    """When the watchdog stops the jobs of a runner whose heartbeat loop fell silent: after
+    `silence_s` without a heartbeat, SIGTERM, and SIGKILL `grace_s` later. The margin left
+    before the lease ends is a tenth of the lease plus that grace (itself at most a tenth of
+    the lease): 15 s lease, 12 s of silence. A heartbeat counts from when it was sent, before
+    its lease began on Redis, so the groups are gone before any runner may declare this one
+    lost and start its jobs again (recover_dead_runners waits the full lease)."""
+    lease_s = settings.lease_s
+    grace_s = min(settings.kill_grace_s, lease_s / 10)
+    return {"silence_s": lease_s - lease_s / 10 - grace_s, "grace_s": grace_s}
+
+
 class _Backoff:
     """Exponential backoff that logs the first failure and the recovery, not every retry."""
 
@@ -597,7 +812,8 @@ class _Backoff:
 
     async def wait(self, exc: BaseException) -> None:
         if not self.failing:
-            log.warning("Redis lost: cannot %s (%s); retrying with backoff", self.what, exc)
+            why = unavailable_reason(exc) if isinstance(exc, SERVER_REFUSALS) else exc
+            log.warning("Redis unavailable: cannot %s (%s); retrying with backoff", self.what, why)
         self.failing = True
         await asyncio.sleep(self.delay_s)
         self.delay_s = min(self.delay_s * 2, self.max_s)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import math
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -19,21 +20,104 @@ import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.asyncio.client import PubSub
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, DefaultParser
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
-from taskrunner.errors import ChannelExists, InvalidChannel, InvalidJob, StoreUnavailable
+from taskrunner.errors import (
+    ChannelExists,
+    InvalidChannel,
+    InvalidJob,
+    StoreRefusing,
+    StoreUnavailable,
+)
 from taskrunner.jobs import CHANNEL_NAME_RE, ChannelConfig, Job, JobState, validate_channel_name
 from taskrunner.redis_url import RedisTarget, parse_redis_url, redact_url
 
-__all__ = ["CONNECTION_ERRORS", "Keys", "Store", "redact_url"]
+__all__ = ["CONNECTION_ERRORS", "UNAVAILABLE_ERRORS", "Keys", "Store", "redact_url"]
 
 log = logging.getLogger("taskrunner.store")
 
+# Bytes of a refused message a dead letter keeps: any command line a queue normally carries is
+# kept whole (and can be retried); of a longer message, its first bytes and its size.
+DEAD_LETTER_RAW_BYTES: Final = 8192
+DEAD_LETTER_PAGE: Final = 100  # entries read at a time when looking for one by id
+TAKE_BATCH_BYTES: Final = 1024 * 1024  # messages taken in one round trip stop past this size
+
 # Errors that mean "Redis is not reachable right now": callers back off and try again.
 CONNECTION_ERRORS: Final = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+# HTTP requests draw from a pool of their own, long polls included: when all its connections
+# are in use a request answers 503 at once (POOL_EXHAUSTED_ERRORS), and the runner's own loops,
+# on the store's main pool, and its heartbeat, on a connection of its own, never wait for them.
+REQUEST_CONNECTIONS: Final = 64
+PING_TIMEOUT_S: Final = 10.0  # start-up: a Redis that takes the connection but never answers
+POOL_EXHAUSTED_ERRORS: Final = (redis_errors.MaxConnectionsError,)
+
+
+
+
+class ServerBusyError(redis_errors.ResponseError):
+    """BUSY: Redis runs a script or function longer than its busy-reply-threshold."""
+
+
+class PersistenceError(redis_errors.ResponseError):
+    """MISCONF: Redis refuses writes because it cannot write its snapshot to disk."""
+
+
+# Replies of a Redis that is up but cannot serve now: out of memory (maxmemory, noeviction), a
+# long script (BUSY), a failed snapshot (MISCONF), loading its data (LOADING), a replica since
+# a failover (READONLY), a replica cut from its primary (MASTERDOWN). redis-py raises the first
+# two as plain ResponseErrors: this module's connections parse them into the classes above.
+SERVER_REFUSALS: Final = (
+    redis_errors.OutOfMemoryError,
+    ServerBusyError,
+    PersistenceError,
+    redis_errors.BusyLoadingError,
+    redis_errors.ReadOnlyError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+)
+# Everything that means "Redis unavailable": every loop logs once, backs off and retries; a
+# result is retried until it lands; HTTP answers 503 with `unavailable_reason`.
+UNAVAILABLE_ERRORS: Final = (*CONNECTION_ERRORS, *SERVER_REFUSALS)
+
+
+def out_of_reach(exc: BaseException) -> bool:
+    """Whether a heartbeat that failed with `exc` leaves the lease standing (the watchdog's
+    silence fence hears of it): Redis could not serve us (down, refused, reset, timed out), or
+    refuses every runner alike (out of memory, busy, loading, MISCONF), so nobody can be judged
+    meanwhile (heartbeat.lua). Not a failure of this process (a pool with no free connection),
+    nor a server only we may be talking to (READONLY or MASTERDOWN: a replica after a failover,
+    while the others judge on the new primary)."""
+    only_ours = (
+        redis_errors.ReadOnlyError,
+        redis_errors.ClusterDownError,
+        redis_errors.TryAgainError,
+    )
+    if isinstance(exc, (*POOL_EXHAUSTED_ERRORS, *only_ours)):
+        return False
+    return isinstance(exc, UNAVAILABLE_ERRORS)
+
+
+_REASONS: Final = (
+    (redis_errors.OutOfMemoryError, "out of memory (maxmemory reached)"),
+    (ServerBusyError, "busy (BUSY: a long script)"),
+    (PersistenceError, "refusing writes (MISCONF: it cannot save its snapshot)"),
+    (redis_errors.BusyLoadingError, "loading its data (LOADING)"),
+    (redis_errors.ReadOnlyError, "read-only (READONLY: a replica, after a failover?)"),
+    (redis_errors.ClusterDownError, "cut from its primary or cluster"),
+    (POOL_EXHAUSTED_ERRORS, "busy with too many requests of this process"),
+)
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """Why Redis is unavailable, for a log line or an HTTP 503 ("out of memory (maxmemory
+    reached): <Redis's words>"): `exc` is one of UNAVAILABLE_ERRORS."""
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return f"{reason}: {exc}"
+    return f"out of reach ({exc.__class__.__name__})"  # its words may name the address
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +167,10 @@ class Keys:
     @property
     def runners(self) -> str:
         return f"{self.prefix}:runners"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}:epoch"
 
     @property
     def liveness(self) -> str:
@@ -190,7 +278,8 @@ def _load_script(name: str) -> str:
 
 
 class Store:
-    """Typed operations on taskrunner's Redis data. Owns one connection pool."""
+    """Typed operations on taskrunner's Redis data. Owns its connection pool, a connection for
+    the heartbeat alone, and the stores made by `for_requests` (closed with it)."""
 
     def __init__(
         self,
@@ -213,6 +302,8 @@ class Store:
         }  # fmt: skip
         self._pending: list[tuple[ScriptCall, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._beat_client: aioredis.Redis | None = None  # from the first heartbeat
+        self._children: list[Store] = []
 
     @classmethod
     def from_url(cls, url: str, *, keys: Keys = Keys()) -> Store:
@@ -248,19 +339,45 @@ class Store:
     def url_for_logs(self) -> str:
         return redact_url(self.url)
 
+    def for_requests(self, *, max_connections: int = REQUEST_CONNECTIONS) -> Store:
+        """A store on the same Redis for HTTP requests, with a pool of its own of at most
+        `max_connections`: past that, requests fail at once (POOL_EXHAUSTED_ERRORS) instead of
+        taking connections the runner's loops need. Closed with this store."""
+        child = Store(
+            _sibling(self.redis, max_connections=max_connections), keys=self.keys, url=self.url
+        )
+        self._children.append(child)
+        return child
+
     async def close(self) -> None:
+        for child in self._children:
+            await child.close()
+        if self._beat_client is not None:
+            await self._beat_client.aclose()
         await self.redis.aclose()
         if self._sentinel is not None:
             await self._sentinel.aclose()
 
     async def ping(self) -> None:
-        """Raise StoreUnavailable, naming the address (password redacted), unless Redis answers."""
+        """Raise StoreUnavailable, naming the address (password redacted), unless Redis answers;
+        StoreRefusing (a StoreUnavailable) when it answers that it cannot serve now (LOADING)."""
         try:
-            await self.redis.ping()
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await self.redis.ping()
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"Redis at {redact_url(self.url)} took the connection but did not answer PING"
+                f" within {PING_TIMEOUT_S:.0f} s: is it stopped (SIGSTOP) or stuck? check it"
+                " with redis-cli PING"
+            ) from exc
         except redis_errors.AuthenticationError as exc:
             raise StoreUnavailable(
                 f"Redis at {redact_url(self.url)} refused the credentials ({exc}): check the"
                 " password in the URL (or --redis-password)"
+            ) from exc
+        except SERVER_REFUSALS as exc:
+            raise StoreRefusing(
+                f"Redis at {redact_url(self.url)} cannot serve now: {unavailable_reason(exc)}"
             ) from exc
         except CONNECTION_ERRORS as exc:
             raise StoreUnavailable(f"cannot reach Redis at {redact_url(self.url)}: {exc}") from exc
@@ -357,14 +474,30 @@ class Store:
         )
         return None if raw is None else _bytes(raw)
 
-    async def take_messages(self, runner_id: str, *, count: int) -> list[bytes]:
+    async def take_messages(
+        self,
+        runner_id: str,
+        *,
+        count: int,
+        max_bytes: int,
+        dead_letter_cap: int,
+        batch_bytes: int = TAKE_BATCH_BYTES,
+    ) -> TakenMessages:
         """Up to `count` messages to route, no blocking: those already in this runner's in-flight
-        list (a take whose reply was lost left them there), then waiting ones moved into it."""
+        list (a take whose reply was lost left them there), then waiting ones moved into it.
+        A message over `max_bytes` is dead-lettered inside Redis (its first bytes and its size
+        kept) and only its size comes back: a runner never reads one whole. The batch stops
+        after the message that brings it to `batch_bytes`."""
         k = self.keys
-        rows = await self._run(
-            "take_batch", [k.prepare_queue, k.prepare_inflight(runner_id)], [count]
-        )
-        return [_bytes(row) for row in rows]
+        messages, refused = await self._run(
+            "take_batch",
+            [k.prepare_queue, k.prepare_inflight(runner_id), k.dead_letters, k.stats],
+            [
+                count, max_bytes, DEAD_LETTER_RAW_BYTES, round(time.time(), 3), dead_letter_cap,
+                k.dead_letter_events, batch_bytes,
+            ],
+        )  # fmt: skip
+        return TakenMessages([_bytes(m) for m in messages], [int(size) for size in refused])
 
     async def inflight_messages(self, runner_id: str) -> list[bytes]:
         """Messages taken by this runner and not yet routed (oldest first)."""
@@ -444,13 +577,19 @@ class Store:
     async def dead_letter(
         self, *, raw: bytes, reason: str, runner_id: str, source: str, cap: int
     ) -> int:
-        """Keep a refused message with its reason; returns the running dead-letter count."""
+        """Keep a refused message with its reason; returns the running dead-letter count.
+
+        The entry keeps the message's first DEAD_LETTER_RAW_BYTES bytes (all of a message that
+        is no longer), its size in bytes, and whether it was cut (`truncated`)."""
+        kept = utf8_prefix(raw, DEAD_LETTER_RAW_BYTES)
         entry = json.dumps(
             {
                 "reason": reason,
                 "source": source,
                 "at": round(time.time(), 3),
-                "raw": raw.decode("utf-8", "backslashreplace"),
+                "raw": kept.decode("utf-8", "backslashreplace"),
+                "size": len(raw),
+                "truncated": len(kept) < len(raw),
             },
             ensure_ascii=False,
         )
@@ -473,20 +612,35 @@ class Store:
     async def dead_letter_count(self) -> int:
         return int(await self.redis.llen(self.keys.dead_letters))
 
+    async def find_dead_letter(self, letter_id: str) -> tuple[bytes, dict[str, Any]] | None:
+        """The stored entry with that id and its decoded form, read a page at a time."""
+        start = 0
+        while True:
+            items = await self.redis.lrange(
+                self.keys.dead_letters, start, start + DEAD_LETTER_PAGE - 1
+            )
+            for item in items:
+                entry = _dead_letter(item)
+                if entry["id"] == letter_id:
+                    return _bytes(item), entry
+            if len(items) < DEAD_LETTER_PAGE:
+                return None
+            start += DEAD_LETTER_PAGE
+
     async def take_dead_letter(self, letter_id: str, *, requeue: bool) -> dict[str, Any] | None:
-        """Remove one dead letter by id; with `requeue`, push its message back for routing."""
-        items = await self.redis.lrange(self.keys.dead_letters, 0, -1)
-        for item in items:
-            entry = _dead_letter(item)
-            if entry["id"] == letter_id:
-                raw = str(entry.get("raw", "")) if requeue else ""
-                taken = await self._run(
-                    "dead_letter_take",
-                    [self.keys.dead_letters, self.keys.prepare_queue],
-                    [item, raw, self.keys.dead_letter_events],
-                )
-                return entry if taken else None
-        return None
+        """Remove one dead letter by id; with `requeue`, push its message back for routing
+        (the caller refuses that for a `truncated` entry: only its first bytes were kept)."""
+        found = await self.find_dead_letter(letter_id)
+        if found is None:
+            return None
+        item, entry = found
+        raw = str(entry.get("raw", "")) if requeue else ""
+        taken = await self._run(
+            "dead_letter_take",
+            [self.keys.dead_letters, self.keys.prepare_queue],
+            [item, raw, self.keys.dead_letter_events],
+        )
+        return entry if taken else None
 
     # -- execution ------------------------------------------------------------------------
 
@@ -680,7 +834,7 @@ class Store:
 
     async def _liveness(self, runner_id: str, mode: str, *args: Any) -> Any:
         keys = [self.keys.runners, self.keys.liveness]
-        if mode == "forget":
+        if mode in ("forget", "leave"):
             keys.append(self.keys.runner_jobs(runner_id))
         return await self._run("heartbeat", keys, [runner_id, mode, *args])
 
@@ -690,12 +844,29 @@ class Store:
     async def heartbeat(self, runner_id: str, *, lease_s: float | None = None) -> bool:
         """Refresh this runner's liveness; False if another runner declared it dead. With
         `lease_s`: when no runner beat for 3/4 of it (Redis hung or was away), nobody is
-        declared dead for a lease from now."""
-        return int(await self._liveness(runner_id, "beat", _ms(lease_s))) >= 0
+        declared dead for a lease from now. Sent on a connection of its own, which no other
+        call of this store can take (one heartbeat at a time)."""
+        if self._beat_client is None:
+            self._beat_client = _sibling(self.redis, max_connections=1)
+        beat = await self._scripts["heartbeat"](
+            keys=[self.keys.runners, self.keys.liveness],
+            args=[runner_id, "beat", _ms(lease_s)],
+            client=self._beat_client,
+        )
+        return int(beat) >= 0
 
-    async def unregister_runner(self, runner_id: str) -> None:
-        await self._liveness(runner_id, "leave")
-        await self.redis.delete(self.keys.runner_jobs(runner_id))
+    async def unregister_runner(self, runner_id: str) -> int:
+        """Leave, unless the runner still holds jobs (their end could not be written): it then
+        stays registered, and another runner hands them back once its lease expires. Returns
+        the number of jobs it still holds."""
+        return int(await self._liveness(runner_id, "leave"))
+
+    async def data_epoch(self) -> str:
+        """A token naming the taskrunner data this Redis holds: set by the first runner to ask,
+        gone with the data (FLUSHALL, a restart without persistence). A runner that finds it
+        changed knows Redis lost the data it had (a new token is set then)."""
+        await self.redis.set(self.keys.epoch, secrets.token_hex(8), nx=True)
+        return _text(await self.redis.get(self.keys.epoch))
 
     async def stale_runners(self, *, lease_s: float) -> list[str]:
         """Runners whose last beat is older than the lease, or that were declared dead."""
@@ -931,14 +1102,41 @@ def _claimed(rows: Sequence[Sequence[Any]]) -> list[Claimed]:
     return claimed
 
 
+def utf8_prefix(data: bytes, max_bytes: int) -> bytes:
+    """The first `max_bytes` bytes of `data`, not cutting a UTF-8 sequence in two (as
+    lua/take_batch.lua does)."""
+    if len(data) <= max_bytes:
+        return data
+    cut = max_bytes
+    while cut > max(0, max_bytes - 3) and 0x80 <= data[cut] < 0xC0:  # a continuation byte
+        cut -= 1
+    return data[:cut]
+
+
+@dataclass(frozen=True, slots=True)
+class TakenMessages:
+    """What one take from the prepare queue gave: messages to route, and the sizes of those
+    dead-lettered in Redis for being over the size limit."""
+
+    messages: list[bytes]
+    refused_sizes: list[int]
+
+
 def _dead_letter(item: bytes | str) -> dict[str, Any]:
-    text = _text(item)
+    # surrogateescape, then backslashreplace: take_batch.lua keeps a message's bytes as they
+    # came, so a byte that is not UTF-8 shows as \xNN, as in the entries written from Python.
+    text = item.decode("utf-8", "surrogateescape") if isinstance(item, bytes) else item
     try:
         entry = json.loads(text)
     except ValueError:
         entry = {"reason": "unreadable dead-letter entry", "raw": text}
     if not isinstance(entry, dict):
         entry = {"reason": "unreadable dead-letter entry", "raw": text}
+    for name, value in entry.items():
+        if isinstance(value, str):
+            entry[name] = value.encode("utf-8", "surrogateescape").decode(
+                "utf-8", "backslashreplace"
+            )
     entry["id"] = hashlib.sha1(_bytes(item)).hexdigest()[:16]
     return entry
 
@@ -979,7 +1177,23 @@ def _packing_in_c(client: aioredis.Redis) -> aioredis.Redis:
     connections do: its asyncio ones pack them in Python, a tenth of a runner's time per job."""
     pool = client.connection_pool
     pool.connection_class = _hiredis_packing(pool.connection_class)
+    pool.connection_kwargs["parser_class"] = _RefusalParser  # (copied by _sibling's pools)
     return client
+
+
+# redis-py's parser, with BUSY and MISCONF replies raised as ServerBusyError / PersistenceError
+# (see SERVER_REFUSALS) rather than as plain ResponseErrors.
+_RefusalParser: Final = type(
+    "RefusalParser",
+    (DefaultParser,),
+    {
+        "EXCEPTION_CLASSES": {
+            **DefaultParser.EXCEPTION_CLASSES,
+            "BUSY": ServerBusyError,
+            "MISCONF": PersistenceError,
+        }
+    },
+)
 
 
 _PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {}
@@ -1002,6 +1216,19 @@ def _pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
         return [hiredis.pack_command(args)]
     except TypeError as exc:
         raise redis_errors.DataError(str(exc)) from exc
+
+
+def _sibling(client: aioredis.Redis, *, max_connections: int) -> aioredis.Redis:
+    """A client to the same server as `client`, with the same options, on a pool of its own."""
+    pool = client.connection_pool
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
+    kwargs.update(connection_class=pool.connection_class, max_connections=max_connections)
+    if isinstance(pool, SentinelConnectionPool):  # follows the primary, as `client` does
+        kwargs.update(is_master=pool.is_master, check_connection=pool.check_connection)
+        return aioredis.Redis.from_pool(
+            type(pool)(pool.service_name, pool.sentinel_manager, **kwargs)
+        )
+    return aioredis.Redis.from_pool(type(pool)(**kwargs))  # closed with the client
 
 
 # -- redis+sentinel:// -------------------------------------------------------------------------

@@ -121,6 +121,15 @@ class RedisServer:
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections are accepted by the kernel, nothing answers."""
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGCONT)
+
     def ensure_running(self) -> None:
         """Start the server again if a test stopped or crashed it (reaping a dead process)."""
         if not self.is_running():

@@ -7,6 +7,7 @@ stop that lands while a claim is on its way), not crashes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import free_port, wait_until_sync
+from helpers import RedisServer, free_port, wait_until_sync
 from redis import Redis as SyncRedis
 
 from taskrunner.embedded import EmbeddedRedis
@@ -233,3 +234,91 @@ def test_a_sigkilled_runner_leaves_valkey_running_and_the_next_start_attaches(
     assert "already running: attached" in embedded_run.text()
     wait_until_sync(lambda: job_record(server, "job-1").get(b"state") == b"succeeded",
                     message="the job pushed while no runner ran")  # fmt: skip
+
+
+# -- stops and restarts of `taskrunner run` on a shared Redis ------------------------------------
+
+from test_process import Runners, q, sh, wait_state  # noqa: E402
+
+
+@pytest.fixture
+def procs(tmp_path: Path, redis_url: str) -> Iterator[Runners]:
+    """`taskrunner run` children (test_process's factory), killed and reaped at teardown."""
+    factory = Runners(tmp_path, redis_url)
+    try:
+        yield factory
+    finally:
+        factory.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_a_restart_with_a_backlog_runs_each_queued_job_once_in_order_as_attempt_1(
+    procs: Runners, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Issue 11, reproduction 2: job 1, then job 3 ran; 6 s later job 2 was handed back as a
+    lost claim and ran last as attempt 2. Here the Redis also forgot its scripts meanwhile, as
+    an embedded Valkey that restarted with its runner did."""
+    out = tmp_path / "out.txt"
+    a = await procs.start("a")
+    a.create_channel("one", worker=1)
+    ids = [a.push(sh(f"echo start{n} >> {q(out)}; sleep {2 if n == 0 else 0.3}; "
+                     f"echo end{n} >> {q(out)}"), "one")["id"] for n in range(4)]  # fmt: skip
+    await wait_state(redis, ids[0], "running")
+    a.send(signal.SIGUSR2)
+    assert await a.wait_exit(timeout_s=30) == 0, a.log()
+    await redis.script_flush()
+    b = await procs.start("b")
+    for job_id in ids:
+        await wait_state(redis, job_id, "succeeded", timeout_s=30)
+    b.send(signal.SIGUSR2)
+    assert await b.wait_exit(timeout_s=30) == 0, b.log()
+    assert out.read_text().split() == [f"{edge}{n}" for n in range(4) for edge in ("start", "end")]
+    for job_id in ids:
+        record = await redis.hgetall(f"task:job:{job_id}")
+        assert (record[b"attempt"], record.get(b"handed_back")) == (b"1", None), record
+    assert "claimed but never started" not in a.log() + b.log()
+    assert "handed back to channel" not in a.log() + b.log()
+    assert "drain 2/3: 1 jobs finished, 0 still running" in a.log()
+
+
+@pytest.mark.asyncio
+async def test_sigterm_while_redis_hangs_during_start_up_stops_the_runner_at_once(
+    procs: Runners, redis_server: RedisServer
+) -> None:
+    a = procs.spawn("a")
+    redis_server.pause()
+    try:
+        await asyncio.sleep(1.0)  # the runner is in its first Redis call now, or about to be
+        a.send(signal.SIGTERM)
+        began = time.monotonic()
+        assert await a.wait_exit(timeout_s=10) == 0, a.log()
+        assert time.monotonic() - began < 5
+    finally:
+        redis_server.resume()
+
+
+@pytest.mark.asyncio
+async def test_a_drain_while_redis_hangs_ends_in_time_and_reports_what_happened(
+    procs: Runners, redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """Issue 12: with Redis SIGSTOPped a drain with --drain-timeout 5 still ran after 40 s, and
+    reported jobs "killed and handed back" that had finished and were not handed back."""
+    a = await procs.start("a", "--drain-timeout", "3", "--kill-grace", "1")
+    short = a.push(sh("sleep 1.5"))["id"]
+    long = a.push("sleep 60")["id"]
+    await wait_state(redis, short, "running")
+    await wait_state(redis, long, "running")
+    redis_server.pause()
+    try:
+        a.send(signal.SIGUSR2)
+        began = time.monotonic()
+        code = await a.wait_exit(timeout_s=30)
+        took = time.monotonic() - began
+    finally:
+        redis_server.resume()
+    log = a.log()
+    assert took < 3 + 1 + 3 + 5, (took, log)
+    assert code == 1, log  # results not written: the lease hands the jobs back
+    assert "drain 2/3: 1 jobs finished, 1 still running; 1 results still being written" in log
+    assert "drain 3/3: 1 jobs killed, 0 of them handed back to their queues" in log
+    assert "2 jobs could not be written back to Redis" in log

@@ -6,12 +6,16 @@
 --       11.. result field/value pairs
 -- A final job is indexed in the channel's recent zset (newest kept); a dead job also in the
 -- dead zset, and its record does not expire: it stays until it is retried or dropped.
--- Returns 1, or 0 when the attempt is no longer this runner's (it was handed back).
+-- Returns 1, 2 if this call repeats one that recorded it already, or 0 when the attempt is
+-- no longer this runner's (it was handed back).
 local function now()
   local t = redis.call('TIME')
   return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 end
 local cur = redis.call('HMGET', KEYS[1], 'runner', 'attempt', 'state', 'dedup')
+if cur[1] == ARGV[2] and cur[2] == ARGV[3] and cur[3] ~= 'running' then
+  return 2  -- recorded already: an earlier call of this runner landed but its reply was lost
+end
 if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= 'running' then return 0 end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])

@@ -1,9 +1,10 @@
 -- Runner liveness on Redis's clock.
 -- KEYS: 1 runners zset (last beat in ms; -1 once declared dead), 2 liveness hash: `last_beat`
 --       (the last call with a lease, any runner) and `judge_after` (no verdicts before),
---       3 ('forget' only) the runner's job set.
+--       3 ('forget' and 'leave' only) the runner's job set.
 -- ARGV: 1 runner id, 2 mode, 3 lease ms ('register', 'beat', 'stale', 'judge').
--- 'register': add. 'beat': refresh, -1 if the runner was declared dead. 'leave': remove.
+-- 'register': add. 'beat': refresh, -1 if the runner was declared dead. 'leave': remove,
+--   unless its job set (KEYS[3]) is not empty: returns the number of jobs it still holds.
 -- 'stale': the ids whose last beat is older than the lease (or that were declared dead).
 -- 'judge': declare the runner dead if its last beat is still older than the lease. 1 if it is
 --   dead now, else 0. When no call with a lease (beat, stale, judge, register) came from any
@@ -35,7 +36,12 @@ end
 if mode == 'register' then
   beat()
 elseif mode == 'leave' then
+  -- a runner that still holds jobs (it could not hand them back) stays, so that its lease
+  -- expiry hands them to others; returns how many it holds
+  local held = redis.call('SCARD', KEYS[3])
+  if held > 0 then return held end
   redis.call('ZREM', KEYS[1], id)
+  return 0
 elseif mode == 'stale' then
   return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - lease)
 elseif mode == 'judge' then
