@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import functools
 import logging
+import math
 import os
 import shutil
 import signal
@@ -504,7 +505,13 @@ class Watchdog:
     changed is told once per loop iteration, in one write (a job that started and ended within
     the iteration is never mentioned); outside one, at once. Writes never block the event
     loop: a message the pipe cannot take is dropped with a warning (that group is then not
-    protected)."""
+    protected).
+
+    Silence fencing (`watch_silence`): the runner's heartbeat loop calls `heard` after each
+    heartbeat; when it falls silent (the process paused, its event loop stalled), the watchdog
+    stops the job groups before the lease ends, and `fenced_since` tells the runner afterwards
+    which of its jobs that may have hit. Runners in one process share it: any one's beat counts.
+    """
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
@@ -514,11 +521,53 @@ class Watchdog:
         self._flush_soon = OncePerIteration(self._flush).request
         self.grace_s = 1.0
         self._retry_at = 0.0
+        self._silence: tuple[float, float] | None = None  # (silence_s, grace_s) while watched
+        self._silence_watchers = 0
+        self._heard_at = 0.0  # time.monotonic() of the latest heartbeat told
+        self._silence_ended_at = -math.inf  # when the latest silence the watchdog fenced ended
 
     def configure(self, *, grace_s: float) -> None:
         """Set how long stopped groups get between SIGTERM and SIGKILL; start the watchdog."""
         self.grace_s = grace_s
         self._send(b"g%.3f\n" % grace_s)
+
+    def watch_silence(self, *, silence_s: float, grace_s: float) -> None:
+        """Stop the job groups when `heard` was not called for `silence_s` (SIGTERM, SIGKILL
+        `grace_s` later). Counts from now; undone by as many `unwatch_silence()` calls."""
+        self._silence_watchers += 1
+        self._silence = (silence_s, grace_s)
+        self._heard_at = max(self._heard_at, time.monotonic())
+        self._send(self._silence_lines())
+
+    def unwatch_silence(self) -> None:
+        self._silence_watchers -= 1
+        if self._silence_watchers <= 0:
+            self._silence_watchers, self._silence = 0, None
+            self._send(b"s0\n")
+
+    def heard(self, sent_at: float) -> None:
+        """A heartbeat sent at `sent_at` (time.monotonic()) shows the lease stands: told at
+        once, as the time it was sent (the lease on Redis started later), so the fence comes a
+        silence after it whatever the round trip took."""
+        if self._silence is None:
+            return
+        before, self._heard_at = self._heard_at, max(self._heard_at, sent_at)
+        self._send(b"h%.6f\n" % self._heard_at)
+        now = time.monotonic()  # the watchdog has it now: later groups are not stopped
+        if now - before > self._silence[0]:  # it may have stopped groups meanwhile
+            self._silence_ended_at = now
+
+    def fenced_since(self, started_at: float) -> bool:
+        """Whether a job started at `started_at` (time.monotonic()) may have been stopped by a
+        silence fence: one lasts now, or the latest one ended after the job started."""
+        silence = self._silence
+        silent = silence is not None and time.monotonic() - self._heard_at > silence[0]
+        return silent or self._silence_ended_at >= started_at
+
+    def _silence_lines(self) -> bytes:
+        if self._silence is None:
+            return b""
+        return b"s%.6f:%.6f\nh%.6f\n" % (*self._silence, self._heard_at)
 
     def track(self, pgid: int) -> None:
         self._list(b"%d" % pgid, b"")
@@ -598,9 +647,9 @@ class Watchdog:
         assert proc.stdin is not None
         os.set_blocking(proc.stdin.fileno(), False)
         self._told = set(self._listed)
-        if self._listed:
+        if told := b"".join(self._listed.values()) + self._silence_lines():
             with contextlib.suppress(OSError):
-                os.write(proc.stdin.fileno(), b"".join(self._listed.values()))
+                os.write(proc.stdin.fileno(), told)
         return proc
 
     def _send(self, message: bytes) -> None:

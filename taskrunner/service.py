@@ -97,8 +97,15 @@ class Service:
     ) -> None:
         self.store = store
         self.settings = settings
+        self._channels = channels
         self._allowlists = ChannelAllowlists(store, channels)
         self._channel_updated = channel_updated
+
+    def on_store(self, store: Store) -> Service:
+        """This service on another store: the HTTP API's, on a bounded pool of its own."""
+        return Service(
+            store, self.settings, channels=self._channels, channel_updated=self._channel_updated
+        )
 
     # -- jobs -----------------------------------------------------------------------------
 

@@ -11,6 +11,14 @@ closes the pipe): every group still listed gets SIGTERM and, GRACE seconds later
 dead runner's job cannot overlap with its re-run, which starts a lease after the death at the
 earliest; the runner keeps GRACE below the lease.
 
+It also fences a runner that is alive but silent (paused by SIGSTOP, its event loop stalled, its
+heartbeat unable to run): `sSILENCE:GRACE` turns that on (`s0` off), and the runner writes
+`hTIME` after each heartbeat it sent (TIME: time.monotonic() when it was sent, the same clock
+here). When no `h` came for SILENCE seconds after the latest TIME, every job group listed gets
+SIGTERM and, GRACE seconds later, SIGKILL, exactly as on the runner's death; groups listed
+while the silence lasts are stopped as they come. The runner picks SILENCE + GRACE below its
+lease, so the groups are gone before any other runner may declare it lost (README, Reliability).
+
 Standard library only and no taskrunner imports: it starts in a few milliseconds.
 """
 
@@ -18,9 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 
 POLL_S = 0.05
 
@@ -59,37 +69,94 @@ def stop_all(targets: set[int], grace_s: float) -> None:
     signal_all(alive, signal.SIGKILL)
 
 
-def main(argv: list[str]) -> int:
-    grace_s = float(argv[1]) if len(argv) > 1 else 1.0
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the runner
-    # What to stop: process groups as negative numbers, single processes as positive ones,
-    # each with the start time it was named with (single processes only).
-    listed: dict[int, bytes] = {}
-    for line in sys.stdin.buffer:
+@dataclass
+class State:
+    """What the runner told: what to stop, the grace, and its silence fencing."""
+
+    grace_s: float
+    # Process groups as negative numbers, single processes as positive ones, each with the
+    # start time it was named with (single processes only).
+    listed: dict[int, bytes] = field(default_factory=dict)
+    silence_s: float = 0.0  # 0: no silence fencing
+    silence_grace_s: float = 0.0
+    heard_at: float = 0.0  # time.monotonic() of the latest heartbeat told
+
+    def apply(self, line: bytes) -> None:
         text = line.strip()
         sign, kind = text[:1], text[1:2]
         number, _, stamp = (text[2:] if kind == b"p" else text[1:]).partition(b":")
         if sign in (b"+", b"-") and number.isdigit():
             target = int(number) if kind == b"p" else -int(number)
             if sign == b"+":
-                listed[target] = stamp
+                self.listed[target] = stamp
             else:
-                listed.pop(target, None)
-        elif sign == b"g":
-            with contextlib.suppress(ValueError):
-                grace_s = max(0.0, float(text[1:]))
+                self.listed.pop(target, None)
+        with contextlib.suppress(ValueError):
+            if sign == b"g":
+                self.grace_s = max(0.0, float(text[1:]))
+            elif sign == b"h":
+                self.heard_at = max(self.heard_at, float(text[1:]))
+            elif sign == b"s":
+                silence, _, grace = text[1:].partition(b":")
+                self.silence_s, self.silence_grace_s = float(silence), float(grace or 0)
+                self.heard_at = max(self.heard_at, time.monotonic())  # a new one counts from now
+
+    def silent_for_s(self) -> float | None:
+        """How long until the silence fence (<= 0: now); None when it cannot come."""
+        if self.silence_s <= 0 or not any(t < 0 for t in self.listed):
+            return None
+        return self.heard_at + self.silence_s - time.monotonic()
+
+    def fence(self) -> None:
+        """The runner is silent: stop its job groups (not its single processes) and forget them."""
+        groups = {t for t in self.listed if t < 0}
+        for target in groups:
+            del self.listed[target]
+        say(
+            f"taskrunner watchdog: no heartbeat for {time.monotonic() - self.heard_at:.1f} s;"
+            f" stopping {len(groups)} job process group(s) before the lease ends"
+            f" (SIGTERM, SIGKILL after {self.silence_grace_s:g} s)"
+        )
+        stop_all(groups, self.silence_grace_s)
+
+
+def say(text: str) -> None:
+    with contextlib.suppress(OSError):  # the runner's stderr may have gone with it
+        print(text, file=sys.stderr, flush=True)
+
+
+def read_lines(fd: int, state: State) -> None:
+    """Apply the runner's lines until end of file, fencing when a silence is due: only once
+    nothing is left to read (a heartbeat written before the moment always counts)."""
+    pending = b""
+    while True:
+        due_s = state.silent_for_s()
+        wait_s = None if due_s is None else max(0.0, due_s)
+        if select.select([fd], [], [], wait_s)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                state.apply(line)
+        elif due_s is not None and (state.silent_for_s() or 0.0) <= 0:
+            state.fence()
+
+
+def main(argv: list[str]) -> int:
+    state = State(grace_s=float(argv[1]) if len(argv) > 1 else 1.0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the runner
+    read_lines(sys.stdin.fileno(), state)
+    listed = state.listed
     groups = {t for t, stamp in listed.items() if t < 0 or start_time(t) == stamp}  # no reused pid
     if groups:  # the runner is gone: nobody will wait for these jobs or record them
-        with contextlib.suppress(OSError):  # the runner's stderr may have gone with it
-            jobs, others = sum(t < 0 for t in groups), sum(t > 0 for t in groups)
-            print(
-                f"taskrunner watchdog: the runner exited with {jobs} job process group(s)"
-                + (f" and {others} server process(es)" if others else "")
-                + f" running; stopping them (SIGTERM, SIGKILL after {grace_s:g} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-        stop_all(groups, grace_s)
+        jobs, others = sum(t < 0 for t in groups), sum(t > 0 for t in groups)
+        say(
+            f"taskrunner watchdog: the runner exited with {jobs} job process group(s)"
+            + (f" and {others} server process(es)" if others else "")
+            + f" running; stopping them (SIGTERM, SIGKILL after {state.grace_s:g} s)"
+        )
+        stop_all(groups, state.grace_s)
     return 0
 
 

@@ -25,7 +25,7 @@ from taskrunner.errors import (
     NotAllowed,
     TaskRunnerError,
 )
-from taskrunner.store import CONNECTION_ERRORS
+from taskrunner.store import CONNECTION_ERRORS, POOL_EXHAUSTED_ERRORS, REQUEST_CONNECTIONS
 
 if TYPE_CHECKING:
     from taskrunner.runner import Runner
@@ -87,7 +87,7 @@ def build_app(runner: Runner) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
         middlewares=[_errors_middleware, _auth_middleware(runner.settings.auth_token)],
     )
-    app[SERVICE] = runner.service
+    app[SERVICE] = runner.service.on_store(runner.store.for_requests())  # a bounded pool
     app[HEALTH] = lambda: {
         "ok": True,
         "runner": runner.runner_id,
@@ -161,6 +161,12 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         return shape.render(exc.status, _http_error_message(request, exc, shape))
     except TaskRunnerError as exc:
         return shape.render(error_status(exc), str(exc))
+    except POOL_EXHAUSTED_ERRORS:
+        return shape.render(
+            503,
+            f"too many requests are using Redis at once (all {REQUEST_CONNECTIONS} connections"
+            " of the HTTP API): try again shortly, or wait on fewer jobs at a time",
+        )
     except CONNECTION_ERRORS as exc:
         log.warning("%s %s: Redis unavailable: %s", request.method, request.path, exc)
         return shape.render(503, "Redis is unavailable; try again shortly")
