@@ -36,12 +36,26 @@ class DuplicateJob(Conflict):
         self.live_id = live_id
 
 
+class OutcomeUnknown(TaskRunnerError):
+    """A push got no answer from Redis in time: the job may or may not be queued. `job_id` is
+    its id: pushing again with that id is safe (it runs once)."""
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
 class JobNotFound(TaskRunnerError):
     """No job record with that id (never existed, or expired)."""
 
 
 class StoreUnavailable(TaskRunnerError):
     """Redis cannot be reached."""
+
+
+class StoreRefusing(StoreUnavailable):
+    """Redis answers but cannot serve now (loading its data, out of memory, busy, read-only):
+    it is reachable, so a runner starting waits for it instead of giving up."""
 
 
 class SpawnError(TaskRunnerError):

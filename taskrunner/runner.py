@@ -59,6 +59,7 @@ INGRESS_BATCH = 100  # messages routed per round trip under load
 ROUTE_SLICE_S = 0.02
 REAP_INTERVAL_S = 5.0
 HANDBACK_WAIT_S = 3.0  # after the kill grace: how long stopped jobs may take to be written back
+REDIS_UNHEALTHY_S = 5.0  # /healthz answers 503 when Redis answered no heartbeat this long
 CLAIM_STOP_S = 2.0  # at a stop: how long a claim in flight may take to come back
 STOP_REDIS_S = 3.0  # at a stop: how long the last Redis calls (unregister) may take  # after the kill grace: how long stopped jobs may take to be written back
 
@@ -117,6 +118,7 @@ class Runner:
         self._closing = False
         self._audit_suspects: set[tuple[str, str]] = set()  # (job id, attempt)
         self._registered = False  # in Redis's runner set: close() leaves it
+        self._redis_answered_at = time.monotonic()  # the last heartbeat Redis answered
         self._epoch = ""  # names the data Redis held at registration (Store.data_epoch)
         self._data_check = asyncio.Lock()
 
@@ -364,6 +366,19 @@ class Runner:
     def running_count(self) -> int:
         return sum(w.running_count for w in self.workers.values())
 
+    def health(self) -> dict[str, Any]:
+        """`/healthz`: `ok` is False (503) when Redis answered no heartbeat for a while."""
+        silent_s = time.monotonic() - self._redis_answered_at
+        reachable = silent_s <= max(REDIS_UNHEALTHY_S, 2 * self.settings.lease_s / 5)
+        return {
+            "ok": reachable,
+            "runner": self.runner_id,
+            "draining": self.draining,
+            "running": self.running_count(),
+            "redis": "ok" if reachable else "unreachable",
+            **({} if reachable else {"redis_unreachable_s": round(silent_s, 1)}),
+        }
+
     def process_count(self) -> int:
         """Jobs whose process (or request) still runs: not those writing their end."""
         return sum(w.process_count for w in self.workers.values())
@@ -463,6 +478,11 @@ class Runner:
             )
         elif admission.status == "routed":  # this routing ran twice (a lost reply): done
             log.debug("message of job %s was routed already", job.id, extra={"job_id": job.id})
+        elif admission.status == "exists":
+            log.info(
+                "message for job %s: a job with this id exists already; nothing created",
+                job.id, extra={"job_id": job.id, "channel": job.channel},
+            )  # fmt: skip
         elif admission.status == "duplicate":
             log.info(
                 "job refused: duplicate of live job %s in channel %s",
@@ -529,7 +549,9 @@ class Runner:
 
     async def _sync_channels(self) -> None:
         configs = await self.store.load_channels()
-        if self.settings.channel_default not in configs:  # Redis lost its data, or a hand deleted it
+        if (
+            self.settings.channel_default not in configs
+        ):  # Redis lost its data, or a hand deleted it
             await self.service.ensure_default_channels()
             configs = await self.store.load_channels()
         for name, config in configs.items():
@@ -657,6 +679,7 @@ class Runner:
         try:
             async with asyncio.timeout(timeout_s):  # Redis hung: as out of reach as when down
                 alive = await self.store.heartbeat(self.runner_id, lease_s=self.settings.lease_s)
+            self._redis_answered_at = time.monotonic()
         except UNAVAILABLE_ERRORS as exc:
             if out_of_reach(exc):
                 WATCHDOG.heard(sent_at)

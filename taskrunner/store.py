@@ -55,8 +55,6 @@ PING_TIMEOUT_S: Final = 10.0  # start-up: a Redis that takes the connection but 
 POOL_EXHAUSTED_ERRORS: Final = (redis_errors.MaxConnectionsError,)
 
 
-
-
 class ServerBusyError(redis_errors.ResponseError):
     """BUSY: Redis runs a script or function longer than its busy-reply-threshold."""
 
@@ -253,14 +251,17 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """What happened to an enqueue: `status` is 'ok', 'duplicate' or 'nochan'."""
+    """What happened to an enqueue: `status` is 'ok' (created), 'exists' (a job has this id
+    already: a retried push; nothing created), 'duplicate' (refused: a live job has the same
+    dedup key in a distinct channel; `job_id` is that job's) or 'nochan'."""
 
     status: str
     job_id: str
 
     @property
     def accepted(self) -> bool:
-        return self.status == "ok"
+        """The job with this id is in the queue's hands: created now, or by an earlier push."""
+        return self.status in ("ok", "exists")
 
 
 def _text(value: Any) -> str:
@@ -418,6 +419,18 @@ class Store:
         if created:
             await self.redis.publish(self.keys.channel_events, config.name)
         return bool(created)
+
+    async def create_channels(self, configs: Sequence[ChannelConfig]) -> list[str]:
+        """Create those of the channels that do not exist, in one transaction: a runner reading
+        the channels meanwhile sees all of them or none. Returns the names created."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for config in configs:
+                pipe.hsetnx(self.keys.channels, config.name, config.to_json())
+            done = await pipe.execute()
+        created = [config.name for config, new in zip(configs, done, strict=True) if new]
+        for name in created:
+            await self.redis.publish(self.keys.channel_events, name)
+        return created
 
     async def put_channel(self, config: ChannelConfig) -> None:
         await self.redis.hset(self.keys.channels, config.name, config.to_json())
@@ -1181,8 +1194,8 @@ def _packing_in_c(client: aioredis.Redis) -> aioredis.Redis:
     return client
 
 
-# redis-py's parser, with BUSY and MISCONF replies raised as ServerBusyError / PersistenceError
-# (see SERVER_REFUSALS) rather than as plain ResponseErrors.
+# redis-py's parser, with BUSY, MISCONF and UNBLOCKED replies raised as SERVER_REFUSALS rather
+# than as plain ResponseErrors.
 _RefusalParser: Final = type(
     "RefusalParser",
     (DefaultParser,),
@@ -1191,6 +1204,8 @@ _RefusalParser: Final = type(
             **DefaultParser.EXCEPTION_CLASSES,
             "BUSY": ServerBusyError,
             "MISCONF": PersistenceError,
+            # a blocking command (BLMOVE) cut short: the server became a replica (failover)
+            "UNBLOCKED": redis_errors.ReadOnlyError,
         }
     },
 )

@@ -16,10 +16,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import RedisServer, free_port, wait_until_sync
+from helpers import RedisServer, free_port, wait_until, wait_until_sync
 from redis import Redis as SyncRedis
 
 from taskrunner.embedded import EmbeddedRedis
@@ -322,3 +323,96 @@ async def test_a_drain_while_redis_hangs_ends_in_time_and_reports_what_happened(
     assert "drain 2/3: 1 jobs finished, 1 still running; 1 results still being written" in log
     assert "drain 3/3: 1 jobs killed, 0 of them handed back to their queues" in log
     assert "2 jobs could not be written back to Redis" in log
+
+
+# -- pushing is safe to retry --------------------------------------------------------------------
+
+from harness import RunnerHarness, http  # noqa: E402
+from harness import wait_state as harness_wait_state  # noqa: E402
+
+from taskrunner.service import PUSH_DEADLINE_S  # noqa: E402
+
+
+@pytest.mark.asyncio
+async def test_a_push_retried_with_its_id_answers_success_and_the_job_runs_once(
+    runners: RunnerHarness, tmp_path: Path
+) -> None:
+    runner = await runners.start()
+    out = tmp_path / "out.txt"
+    form = {"task": f"sh -c 'echo ran >> {out}'", "id": "order-42"}
+    _, first = await http(runner, "POST", "/push", data=form)
+    assert first["data"] == {"task_name": form["task"], "result": True, "id": "order-42"}
+    await wait_state_store(runner, "order-42", "succeeded")
+    _, again = await http(runner, "POST", "/push", data=form)  # after it ran: still that job
+    assert (again["status_code"], again["data"]["result"], again["data"]["id"]) == (
+        200,
+        True,
+        "order-42",
+    )
+    status, body = await http(runner, "POST", "/api/jobs", json={**form, "channel": "biz"})
+    assert (status, body["id"], body["state"]) == (200, "order-42", "succeeded")
+    assert out.read_text() == "ran\n"
+
+
+async def wait_state_store(runner: Any, job_id: str, state: str) -> None:
+    await harness_wait_state(runner.store, job_id, state)
+
+
+@pytest.mark.asyncio
+async def test_a_push_answers_503_with_its_id_within_2_s_when_redis_hangs_and_a_retry_runs_it_once(
+    runners: RunnerHarness, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Issue 11, reproduction 3: POST /push answered 503 after 15 s, yet the job was queued and
+    ran; a client that followed "try again" pushed it twice."""
+    runner = await runners.start()
+    out = tmp_path / "out.txt"
+    task = f"sh -c 'echo ran >> {out}'"
+    redis_server.pause()
+    try:
+        began = time.monotonic()
+        status, body = await http(runner, "POST", "/push", data={"task": task})
+        took = time.monotonic() - began
+        native_status, native = await http(runner, "POST", "/api/jobs", json={"task": task})
+    finally:
+        redis_server.resume()
+    assert took < PUSH_DEADLINE_S + 1.5, took
+    assert (status, body["status_code"], body["data"]["result"]) == (503, 503, False)
+    job_id = body["data"]["id"]
+    assert job_id and job_id in body["message"] and "may or may not be queued" in body["message"]
+    assert native_status == 503 and native["id"] and native["id"] in native["error"]["message"]
+    for retry in (job_id, native["id"]):  # the client retries with the id it was given
+        _, again = await http(runner, "POST", "/push", data={"task": task, "id": retry})
+        assert (again["data"]["result"], again["data"]["id"]) == (True, retry)
+    for retry in (job_id, native["id"]):
+        await wait_state_store(runner, retry, "succeeded")
+    assert out.read_text() == "ran\nran\n"  # two jobs pushed, each ran once
+
+
+@pytest.mark.asyncio
+async def test_healthz_and_reads_answer_503_when_redis_does_not_answer(
+    runners: RunnerHarness, redis_server: RedisServer
+) -> None:
+    runner = await runners.start()
+    assert (await http(runner, "GET", "/healthz"))[0] == 200
+    redis_server.pause()
+    try:
+        for path in ("/status", "/api/jobs?channel=default", "/api/v1/task/count/undo"):
+            began = time.monotonic()
+            status, _ = await http(runner, "GET", path)
+            assert status in (403, 503) and time.monotonic() - began < 3.5, (path, status)
+        await wait_until(
+            lambda: health_status(runner), timeout_s=15, message="/healthz to answer 503"
+        )
+        status, body = await http(runner, "GET", "/healthz")
+        assert body["redis"] == "unreachable" and body["redis_unreachable_s"] >= 5
+    finally:
+        redis_server.resume()
+    await wait_until(lambda: healthy(runner), timeout_s=10, message="/healthz 200 again")
+
+
+async def health_status(runner: Any) -> bool:
+    return (await http(runner, "GET", "/healthz"))[0] == 503
+
+
+async def healthy(runner: Any) -> bool:
+    return (await http(runner, "GET", "/healthz"))[0] == 200

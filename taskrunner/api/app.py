@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -17,15 +18,22 @@ from taskrunner.api import metrics as metrics_api
 from taskrunner.api import native as native_api
 from taskrunner.api import taskrunner as taskrunner_api
 from taskrunner.api.common import HEALTH, SERVICE, envelope
+from taskrunner.api.connections import BodyTimeout, ConnectionGuard, connection_cap
 from taskrunner.errors import (
     Conflict,
     InvalidChannel,
     InvalidJob,
     JobNotFound,
     NotAllowed,
+    OutcomeUnknown,
     TaskRunnerError,
 )
-from taskrunner.store import CONNECTION_ERRORS, POOL_EXHAUSTED_ERRORS, REQUEST_CONNECTIONS
+from taskrunner.store import (
+    POOL_EXHAUSTED_ERRORS,
+    REQUEST_CONNECTIONS,
+    UNAVAILABLE_ERRORS,
+    unavailable_reason,
+)
 
 if TYPE_CHECKING:
     from taskrunner.runner import Runner
@@ -35,6 +43,11 @@ log = logging.getLogger("taskrunner.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 1024 * 1024
 OPEN_PATHS = frozenset({"/healthz"})
+# A request answers within this (503 when Redis does not), a push within its own shorter
+# deadline (service.PUSH_DEADLINE_S) that names the job id; long polls bound their own waits.
+READ_DEADLINE_S = 1.8  # GET and HEAD
+WRITE_DEADLINE_S = 2.5  # the others, whose own deadlines (a push's) come first
+CONNECTIONS = web.AppKey("connections", ConnectionGuard)
 ErrorRenderer = Callable[[int, str], web.Response]
 
 
@@ -83,17 +96,19 @@ def error_status(exc: TaskRunnerError) -> int:
 
 
 def build_app(runner: Runner) -> web.Application:
+    """The app; `app[CONNECTIONS]` is the guard its site must take connections through."""
+    settings = runner.settings
+    guard = ConnectionGuard(
+        max_connections=connection_cap(settings.http_max_connections),
+        read_timeout_s=settings.http_read_timeout_s,
+    )
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[_errors_middleware, _auth_middleware(runner.settings.auth_token)],
+        middlewares=[guard.middleware, _errors_middleware, _auth_middleware(settings.auth_token)],
     )
+    app[CONNECTIONS] = guard
     app[SERVICE] = runner.service.on_store(runner.store.for_requests())  # a bounded pool
-    app[HEALTH] = lambda: {
-        "ok": True,
-        "runner": runner.runner_id,
-        "draining": runner.draining,
-        "running": runner.running_count(),
-    }
+    app[HEALTH] = runner.health
     app.router.add_get("/healthz", _healthz)
     taskrunner_api.add_routes(app)
     kingtask_api.add_routes(app, bin_path=runner.settings.bin_path)
@@ -104,7 +119,8 @@ def build_app(runner: Runner) -> web.Application:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response(request.app[HEALTH]())
+    health = request.app[HEALTH]()
+    return web.json_response(health, status=200 if health["ok"] else 503)
 
 
 def _auth_middleware(token: str | None) -> Any:
@@ -148,9 +164,16 @@ def _auth_hint(path: str) -> str:
 async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error becomes a JSON response with a real status and a readable message, in the
     shape of the API the path belongs to (see `error_shape`)."""
-    shape = error_shape(request.path)
+    shape, deadline_s = error_shape(request.path), _deadline_s(request)
     try:
-        return await handler(request)
+        async with asyncio.timeout(deadline_s):
+            return await handler(request)
+    except TimeoutError:
+        log.warning("%s %s: no answer from Redis in %g s", request.method, request.path,
+                    deadline_s)  # fmt: skip
+        return shape.render(503, f"Redis did not answer within {deadline_s:g} s; try again shortly")
+    except BodyTimeout as exc:
+        return shape.render(408, str(exc))
     except web.HTTPRequestEntityTooLarge:
         return shape.render(
             413, f"request body is larger than {MAX_BODY_BYTES} bytes: send a smaller one"
@@ -159,6 +182,9 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return shape.render(exc.status, _http_error_message(request, exc, shape))
+    except OutcomeUnknown as exc:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return _outcome_unknown(shape, exc)
     except TaskRunnerError as exc:
         return shape.render(error_status(exc), str(exc))
     except POOL_EXHAUSTED_ERRORS:
@@ -167,9 +193,37 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
             f"too many requests are using Redis at once (all {REQUEST_CONNECTIONS} connections"
             " of the HTTP API): try again shortly, or wait on fewer jobs at a time",
         )
-    except CONNECTION_ERRORS as exc:
-        log.warning("%s %s: Redis unavailable: %s", request.method, request.path, exc)
-        return shape.render(503, "Redis is unavailable; try again shortly")
+    except UNAVAILABLE_ERRORS as exc:
+        reason = unavailable_reason(exc)
+        log.warning("%s %s: Redis unavailable: %s", request.method, request.path, reason)
+        return shape.render(503, f"Redis is unavailable, {reason}; try again shortly")
+
+
+def _deadline_s(request: web.Request) -> float | None:
+    """How long a request may take: long polls and event streams bound their own waits."""
+    if _waits_by_design(request):
+        return None
+    return READ_DEADLINE_S if request.method in ("GET", "HEAD") else WRITE_DEADLINE_S
+
+
+def _waits_by_design(request: web.Request) -> bool:
+    """Long polls and event streams: they bound their own waits."""
+    path = request.path
+    return path == dashboard_api.EVENTS_PATH or (
+        path.startswith(native_api.PREFIX) and path.endswith("/wait")
+    )
+
+
+def _outcome_unknown(shape: ErrorShape, exc: OutcomeUnknown) -> web.Response:
+    """503 carrying the job's id, so that a client retries with it (and the job runs once):
+    in the TaskRunner envelope's `data`, beside the native API's error; kingtask's error is a
+    string, which names it."""
+    if shape is ENVELOPE_ERRORS:
+        data = {"task_name": None, "result": False, "id": exc.job_id}
+        return envelope(data, status=503, message=str(exc))
+    if shape.render is native_api.error_response:
+        return native_api.error_response(503, str(exc), id=exc.job_id)
+    return shape.render(503, str(exc))
 
 
 def _http_error_message(request: web.Request, exc: web.HTTPException, shape: ErrorShape) -> str:

@@ -91,11 +91,12 @@ async def create_job(request: web.Request) -> web.Response:
     if not admission.accepted:
         return error_response(
             409,
-            f"job refused: live job {admission.job_id} has the same id or, in this distinct"
-            " channel, the same dedup key; wait for it to end, or cancel it",
+            f"job refused: live job {admission.job_id} has the same dedup key in this distinct"
+            " channel; wait for it to end, or cancel it",
             duplicate_of=admission.job_id,
         )
-    return reply(job_view(await service.get_job(admission.job_id)), status=201)
+    created = admission.status == "ok"  # else a job has this id: a retried push, answered
+    return reply(job_view(await service.get_job(admission.job_id)), status=201 if created else 200)
 
 
 async def list_jobs(request: web.Request) -> web.Response:

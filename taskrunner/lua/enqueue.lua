@@ -4,7 +4,8 @@
 -- ARGV: 1 channel, 2 job id, 3 dedup key, 4 raw message to drop from KEYS[7] ('' = none),
 --       5 due ms (0 = now), 6 job key prefix, 7 wake channel, 8 schedule channel,
 --       9 job events channel, 10.. record field/value pairs
--- Returns {status, id}: 'ok' with the new id, 'duplicate' with the live job's id, 'nochan',
+-- Returns {status, id}: 'ok' with the new id, 'exists' when a job has that id already,
+-- 'duplicate' with the id of the live job with the same dedup key, 'nochan',
 -- or 'routed' when the raw message is no longer in flight: it was routed already (this call
 -- ran twice because its reply was lost, or the message was handed to another runner).
 local function now()
@@ -30,7 +31,9 @@ local function refuse(id)
   return {'duplicate', id}
 end
 
-if live(KEYS[2]) then return refuse(ARGV[2]) end
+-- an id that names a job (live, dead, or ended within its result TTL): a push retried with
+-- its id creates nothing and answers with that job (the first push landed)
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists', ARGV[2]} end
 if distinct then
   local holder = redis.call('HGET', KEYS[5], ARGV[3])
   if holder and live(ARGV[6] .. holder) then return refuse(holder) end
