@@ -1,6 +1,6 @@
 """taskrunner chaos run: faults injected on loopback, the delivery guarantees checked with figures.
 
-Five scenarios, each with its own Redis (AOF on, fsync always) and temp dir, its own `taskrunner
+Six scenarios, each with its own Redis (AOF on, fsync always) and temp dir, its own `taskrunner
 run` processes (`--lease 2`), bounded in time and stopping by itself:
 
   1. kill       3 runners; every 2 s one gets SIGKILL and is restarted
@@ -10,6 +10,8 @@ run` processes (`--lease 2`), bounded in time and stopping by itself:
                 requests to every endpoint
   5. misbehave  jobs that ignore SIGTERM, fork grandchildren, print 100 MB, close stdout early,
                 die by a signal
+  6. slowclients  runners under `ulimit -n 256`, 300 HTTP connections on each that never finish
+                their headers, opened again as fast as they are closed; /healthz probed meanwhile
 
 Scenarios 1-3 (and, smaller, 4-5) run the same load over several channels: short jobs, some
 delayed, some in a distinct channel with dedup keys, some failing before they succeed on a retry,
@@ -43,6 +45,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import _chaos_lifecycle
+import _chaos_redis_errors
+import _chaos_silence
+import _chaos_slow
 import aiohttp
 import uvloop
 from _chaos_checks import (
@@ -105,14 +111,16 @@ FULL = Sizes(
 
 
 @contextlib.asynccontextmanager
-async def scenario(name: str, report: Report, n_runners: int = 3) -> AsyncIterator[Cluster]:
-    """A temp dir, a Redis with AOF on, the channels, and `n_runners` runners; torn down after,
-    the logs kept if a bound was broken."""
+async def scenario(
+    name: str, report: Report, n_runners: int = 3, **options: Any
+) -> AsyncIterator[Cluster]:
+    """A temp dir, a Redis with AOF on, the channels, and `n_runners` runners (`options` go to
+    `Cluster`); torn down after, the logs kept if a bound was broken."""
     with tempfile.TemporaryDirectory(prefix=f"taskrunner-chaos-{name}-") as tmp:
         run = Run(name, Path(tmp), f"chaos-{name}-{secrets.token_hex(4)}")
         run.prepare()
         with redis_server(Path(tmp) / "redis", appendonly=True) as server:
-            cluster = Cluster(run, server, n_runners)
+            cluster = Cluster(run, server, n_runners, **options)
             await cluster.start()
             failed = True
             try:
@@ -457,6 +465,29 @@ def _behaved(mode: str, record: dict[str, bytes]) -> bool:
     return state == "succeeded"
 
 
+async def scenario_slowclients(sizes: Sizes, rng: random.Random) -> Report:
+    number = list(SCENARIOS).index("slowclients") + 1
+    report = Report(
+        number,
+        f"{_chaos_slow.SLOW_PER_RUNNER} slow-header HTTP connections on each runner,"
+        f" ulimit -n {_chaos_slow.NOFILE} (3 runners)",
+    )
+    async with scenario(
+        "slowclients", report, flags=_chaos_slow.RUNNER_FLAGS, nofile=_chaos_slow.NOFILE
+    ) as cluster:
+        planned = plan_load(cluster.run, sizes.jobs // 2, rng)
+        attacks: list[_chaos_slow.Attack] = []
+
+        async def attack(done: asyncio.Event) -> None:
+            attacks.append(await _chaos_slow.slow_attack(cluster, done))
+
+        await load_with(cluster, planned, max(sizes.load_s / 2, 3 * _chaos_slow.READ_TIMEOUT_S),
+                        attack)  # fmt: skip
+        outcome = await finish(cluster, report, planned)
+        _chaos_slow.check_attack(report, attacks[0], outcome, cluster)
+    return report
+
+
 # Scenario name -> its function; `--only` takes names or their 1-based numbers in this order.
 SCENARIOS: dict[str, Any] = {
     "kill": scenario_kill,
@@ -464,6 +495,12 @@ SCENARIOS: dict[str, Any] = {
     "drain": scenario_drain,
     "hostile": scenario_hostile,
     "misbehave": scenario_misbehave,
+    "slowclients": scenario_slowclients,
+    "paused": _chaos_silence.scenario_paused,
+    "pool": _chaos_silence.scenario_pool,
+    "redis-errors": _chaos_redis_errors.scenario_redis_errors,
+    "dataloss": _chaos_redis_errors.scenario_dataloss,
+    "lifecycle": _chaos_lifecycle.scenario_lifecycle,
 }
 
 
@@ -503,6 +540,9 @@ def summary(reports: Sequence[Report]) -> dict[str, Any]:
         "max_recovery_s": round(
             max((r.figures.get("max_recovery_s", 0.0) for r in reports), default=0.0), 2
         ),
+        "lifecycle_runs": total("lifecycle_runs"),
+        "out_of_order": total("out_of_order"),
+        "double_runs": total("double_runs"),
         "scenarios": len(reports),
     }
 
