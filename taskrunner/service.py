@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from taskrunner.allow import check_program, parse_patterns
-from taskrunner.errors import Conflict, InvalidChannel, InvalidJob, JobNotFound
+from taskrunner.errors import Conflict, InvalidChannel, InvalidJob, JobNotFound, OutcomeUnknown
 from taskrunner.jobs import (
     ChannelConfig,
     Job,
@@ -25,9 +26,17 @@ from taskrunner.jobs import (
     validate_channel_name,
 )
 from taskrunner.kinds import program_of
-from taskrunner.store import Admission, ChannelSnapshot, Store
+from taskrunner.store import (
+    UNAVAILABLE_ERRORS,
+    Admission,
+    ChannelSnapshot,
+    Store,
+    unavailable_reason,
+)
 
 log = logging.getLogger("taskrunner.service")
+
+PUSH_DEADLINE_S = 1.8  # a push answers within this, even when Redis does not
 
 DEFAULT_CHANNELS = ("biz", "cron")
 STATUS_TASKS_LIMIT = 100
@@ -122,7 +131,8 @@ class Service:
         NotAllowed when an allowlist refuses its program."""
         job = self.parse_job(fields)
         await self.check_allowed(job)
-        admission = await self.store.enqueue(job, runner_id=self.settings.runner_id)
+        async with self.push_deadline(job):
+            admission = await self._enqueue(job)
         if admission.status == "nochan":
             raise InvalidChannel(
                 f"channel {job.channel!r} does not exist: create it first"
@@ -132,6 +142,34 @@ class Service:
             "job %s %s from %s", admission.job_id, admission.status, source,
             extra={"job_id": admission.job_id, "channel": job.channel},
         )  # fmt: skip
+        return admission
+
+    @contextlib.asynccontextmanager
+    async def push_deadline(self, job: Job) -> AsyncIterator[None]:
+        """Bound a push's Redis calls by PUSH_DEADLINE_S. OutcomeUnknown, naming the job's id
+        (safe to push again: a job with that id runs once), when Redis did not answer in time
+        or failed: the job may have been queued all the same."""
+        try:
+            async with asyncio.timeout(PUSH_DEADLINE_S):
+                yield
+        except (TimeoutError, *UNAVAILABLE_ERRORS) as exc:
+            why = (
+                "did not answer"
+                if isinstance(exc, TimeoutError)
+                else f"failed ({unavailable_reason(exc)})"
+            )
+            raise OutcomeUnknown(
+                f"Redis {why} within {PUSH_DEADLINE_S:g} s: job {job.id} may or may not be"
+                f' queued; push it again with "id": "{job.id}" to be sure (a job with that id'
+                " runs once)",
+                job_id=job.id,
+            ) from exc
+
+    async def _enqueue(self, job: Job) -> Admission:
+        admission = await self.store.enqueue(job, runner_id=self.settings.runner_id)
+        if admission.status == "nochan" and job.channel in self.default_channel_names:
+            await self.ensure_default_channels()  # gone with Redis's data: they come back
+            admission = await self.store.enqueue(job, runner_id=self.settings.runner_id)
         return admission
 
     async def check_allowed(self, job: Job) -> None:
@@ -175,18 +213,23 @@ class Service:
             config.name, config.worker_count, config.distinct,
         )  # fmt: skip
 
+    @property
+    def default_channel_names(self) -> tuple[str, ...]:
+        """The channels ensured at start: the default one, and biz and cron where none exist."""
+        return tuple(dict.fromkeys((self.settings.default_channel, *DEFAULT_CHANNELS)))
+
     async def ensure_default_channels(self) -> None:
-        """Upstream's first start: default, biz and cron with distinct=true."""
+        """Upstream's first start: default, biz and cron with distinct=true. Also called when
+        the default channel is found gone (a Redis that lost its data: CONTRACT section 4)."""
         existing = await self.store.load_channels()
         wanted = [self.settings.default_channel]
         if not existing:
-            wanted += [name for name in DEFAULT_CHANNELS if name not in wanted]
-        for name in wanted:
-            config = self.channel_config(name, distinct=True, worker_count=0)
-            if await self.store.create_channel(config, exist_ok=True):
-                log.info(
-                    "channel %s created (default, distinct, %d workers)", name, config.worker_count
-                )
+            wanted = list(self.default_channel_names)
+        configs = [self.channel_config(name, distinct=True, worker_count=0) for name in wanted]
+        for name in await self.store.create_channels(configs):
+            log.info(
+                "channel %s created (default, distinct, %d workers)", name, configs[0].worker_count
+            )
 
     # -- reading --------------------------------------------------------------------------
 
@@ -312,6 +355,12 @@ class Service:
         log.info("dead job %s dropped", job_id, extra={"job_id": job_id})
 
     async def take_dead_letter(self, letter_id: str, *, requeue: bool) -> dict[str, Any]:
+        """Drop a dead letter, or (`requeue`) push its message back for routing: refused with
+        Conflict for a message kept only in part (`truncated`)."""
+        if requeue:
+            found = await self.store.find_dead_letter(letter_id)
+            if found is not None and found[1].get("truncated"):
+                raise Conflict(_truncated_letter(letter_id, found[1]))
         entry = await self.store.take_dead_letter(letter_id, requeue=requeue)
         if entry is None:
             raise JobNotFound(
@@ -322,6 +371,16 @@ class Service:
             "dead letter %s %s", letter_id, "pushed back for routing" if requeue else "dropped"
         )
         return entry
+
+
+def _truncated_letter(letter_id: str, entry: dict[str, Any]) -> str:
+    kept = len(str(entry.get("raw", "")).encode("utf-8", "surrogateescape"))
+    return (
+        f"dead letter {letter_id} cannot be retried: only the first {kept} bytes of its"
+        f" {entry.get('size', '?')}-byte message were kept, so it cannot be retried whole;"
+        " push the message again from its source, and drop this entry"
+        f" (DELETE /api/dead-letters/{letter_id}, or `taskrunner dead drop {letter_id}`)"
+    )
 
 
 MAX_WORKERS = 1000

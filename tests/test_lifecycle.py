@@ -373,6 +373,9 @@ async def test_a_push_answers_503_with_its_id_within_2_s_when_redis_hangs_and_a_
         status, body = await http(runner, "POST", "/push", data={"task": task})
         took = time.monotonic() - began
         native_status, native = await http(runner, "POST", "/api/jobs", json={"task": task})
+        kingtask_status, kingtask = await http(
+            runner, "POST", "/api/v1/task/rpc", data={"method": "GET", "url": "http://127.0.0.1:1/"}
+        )
     finally:
         redis_server.resume()
     assert took < PUSH_DEADLINE_S + 1.5, took
@@ -380,6 +383,7 @@ async def test_a_push_answers_503_with_its_id_within_2_s_when_redis_hangs_and_a_
     job_id = body["data"]["id"]
     assert job_id and job_id in body["message"] and "may or may not be queued" in body["message"]
     assert native_status == 503 and native["id"] and native["id"] in native["error"]["message"]
+    assert kingtask_status == 503 and "may or may not be queued" in kingtask
     for retry in (job_id, native["id"]):  # the client retries with the id it was given
         _, again = await http(runner, "POST", "/push", data={"task": task, "id": retry})
         assert (again["data"]["result"], again["data"]["id"]) == (True, retry)

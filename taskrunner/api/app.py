@@ -223,6 +223,8 @@ def _outcome_unknown(shape: ErrorShape, exc: OutcomeUnknown) -> web.Response:
         return envelope(data, status=503, message=str(exc))
     if shape.render is native_api.error_response:
         return native_api.error_response(503, str(exc), id=exc.job_id)
+    if shape.render is kingtask_api.error_response:  # 503, not its refusals' 403: try again
+        return kingtask_api.json_value(str(exc), status=503)
     return shape.render(503, str(exc))
 
 

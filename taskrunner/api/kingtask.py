@@ -95,6 +95,11 @@ async def submit_rpc(request: web.Request) -> web.Response:
 
 async def _submit(service: Service, job: Job) -> str:
     """Enqueue a new job (never a duplicate); the `kingtask` channel is created on first use."""
+    async with service.push_deadline(job):
+        return await _admit(service, job)
+
+
+async def _admit(service: Service, job: Job) -> str:
     if job.channel == KINGTASK_CHANNEL:
         config = service.channel_config(KINGTASK_CHANNEL, distinct=False, worker_count=0)
         if await service.store.create_channel(config, exist_ok=True):
