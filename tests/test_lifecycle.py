@@ -420,3 +420,24 @@ async def health_status(runner: Any) -> bool:
 
 async def healthy(runner: Any) -> bool:
     return (await http(runner, "GET", "/healthz"))[0] == 200
+
+
+@pytest.mark.asyncio
+async def test_a_dead_job_s_id_pushed_again_answers_the_dead_job_and_never_overwrites_it(
+    runners: RunnerHarness, tmp_path: Path
+) -> None:
+    """Issue 12: a new push with a dead job's id overwrote the dead record, and /api/dead-jobs
+    then listed a running job."""
+    runner = await runners.start()
+    runs = tmp_path / "runs"
+    task = {"task": "sh", "args": ["-c", f"echo run >> {runs}; false"], "retries": 1, "id": "d1"}
+    status, _ = await http(runner, "POST", "/api/jobs", json=task)
+    assert status == 201
+    await wait_state_store(runner, "d1", "dead")
+    status, again = await http(runner, "POST", "/api/jobs", json={**task, "retries": 0})
+    assert (status, again["id"], again["state"], again["attempt"]) == (200, "d1", "dead", 2)
+    _, pushed = await http(runner, "POST", "/push", data={"task": "true", "id": "d1"})
+    assert (pushed["data"]["result"], pushed["data"]["id"]) == (True, "d1")
+    _, dead = await http(runner, "GET", "/api/dead-jobs")
+    assert [(j["id"], j["state"]) for j in dead["jobs"]] == [("d1", "dead")]
+    assert runs.read_text().split() == ["run", "run"]  # the two attempts of the first push only
