@@ -36,6 +36,7 @@ CANCELLED = "cancelled"  # a user cancelled it: final state `cancelled`
 REFUSED = "refused"  # an allowlist refused its program: final state `failed`, no retry
 EARLY_CANCEL_S = 10.0  # how long a cancel for a job not (yet) running here is remembered
 LAST_TRY_S = 1.0  # how long a write abandoned by a stop still waits for its reply
+SILENT_RECHECK_S = 0.1  # how often a channel looks whether its runner's heartbeat is back
 OUTPUT_LOG_LINES = 200  # output lines logged per attempt at most (channel log_output)
 
 
@@ -138,6 +139,9 @@ class ChannelWorker:
             if self.config.paused or free <= 0 or not self._policy.task_mode:
                 await self._sleep(None)
                 continue
+            if WATCHDOG.silent():  # what started now the watchdog would stop: wait for a beat
+                await self._sleep(SILENT_RECHECK_S)
+                continue
             self._wake.clear()
             try:
                 claimed = await self._store.claim(
@@ -238,7 +242,6 @@ class ChannelWorker:
         if self._stop_reasons.get(job.id) == CANCELLED:
             await self._finish(claimed, _spawn_failure("cancelled before it started"))
             return
-        launched_at = time.monotonic()
         try:
             running = await self._launch(job, extra)
         except NotAllowed as exc:  # the channel's allowlist may have changed since it was queued
@@ -262,8 +265,8 @@ class ChannelWorker:
             extra=extra,
         )  # fmt: skip
         result = _judge(job, await running.wait())
-        if isinstance(running, Execution) and WATCHDOG.fenced_since(launched_at):
-            self._stop_reasons.setdefault(job.id, SILENCED)  # its result may be the fence's
+        if isinstance(running, Execution) and WATCHDOG.fenced(running.pid):
+            self._stop_reasons.setdefault(job.id, SILENCED)  # its end is the fence's doing
         self._metrics.ran(duration_s=result.duration_s, timed_out=result.kill_reason == "timeout")
         if self.config.log_output:
             _log_output(result, extra)
@@ -385,7 +388,7 @@ class ChannelWorker:
 
     def _free_after(self, job_id: str) -> int:
         """Slots free once this attempt ends, if this channel may claim now (else 0)."""
-        if self._closed or self.config.paused or not self._policy.task_mode:
+        if self._closed or self.config.paused or not self._policy.task_mode or WATCHDOG.silent():
             return 0
         busy = len(self._attempts) - (job_id in self._attempts)
         return max(0, self.config.worker_count - busy)

@@ -26,7 +26,6 @@ import contextlib
 import ctypes
 import functools
 import logging
-import math
 import os
 import shutil
 import signal
@@ -509,7 +508,7 @@ class Watchdog:
 
     Silence fencing (`watch_silence`): the runner's heartbeat loop calls `heard` after each
     heartbeat; when it falls silent (the process paused, its event loop stalled), the watchdog
-    stops the job groups before the lease ends, and `fenced_since` tells the runner afterwards
+    stops the job groups before the lease ends, and `fenced` tells the runner afterwards
     which of its jobs that may have hit. Runners in one process share it: any one's beat counts.
     """
 
@@ -524,7 +523,8 @@ class Watchdog:
         self._silence: tuple[float, float] | None = None  # (silence_s, grace_s) while watched
         self._silence_watchers = 0
         self._heard_at = 0.0  # time.monotonic() of the latest heartbeat told
-        self._silence_ended_at = -math.inf  # when the latest silence the watchdog fenced ended
+        self._fenced: set[int] = set()  # groups its silence fence stopped (it says so first)
+        self._fenced_partial = b""
 
     def configure(self, *, grace_s: float) -> None:
         """Set how long stopped groups get between SIGTERM and SIGKILL; start the watchdog."""
@@ -551,18 +551,27 @@ class Watchdog:
         silence after it whatever the round trip took."""
         if self._silence is None:
             return
-        before, self._heard_at = self._heard_at, max(self._heard_at, sent_at)
+        self._heard_at = max(self._heard_at, sent_at)
         self._send(b"h%.6f\n" % self._heard_at)
-        now = time.monotonic()  # the watchdog has it now: later groups are not stopped
-        if now - before > self._silence[0]:  # it may have stopped groups meanwhile
-            self._silence_ended_at = now
 
-    def fenced_since(self, started_at: float) -> bool:
-        """Whether a job started at `started_at` (time.monotonic()) may have been stopped by a
-        silence fence: one lasts now, or the latest one ended after the job started."""
+    def silent(self) -> bool:
+        """Whether the watchdog may be fencing now: no heartbeat told for the silence."""
         silence = self._silence
-        silent = silence is not None and time.monotonic() - self._heard_at > silence[0]
-        return silent or self._silence_ended_at >= started_at
+        return silence is not None and time.monotonic() - self._heard_at > silence[0]
+
+    def fenced(self, pgid: int) -> bool:
+        """Whether the silence fence stopped this job's group: asked once the group is gone,
+        which the watchdog's word (written before its first signal) always precedes."""
+        proc = self._proc
+        if proc is not None and proc.stdout is not None:
+            with contextlib.suppress(OSError):  # BlockingIOError: nothing more to read
+                while chunk := os.read(proc.stdout.fileno(), 65536):
+                    *lines, self._fenced_partial = (self._fenced_partial + chunk).split(b"\n")
+                    self._fenced.update(int(line[1:]) for line in lines if line[1:].isdigit())
+        if pgid in self._fenced:
+            self._fenced.discard(pgid)
+            return True
+        return False
 
     def _silence_lines(self) -> bytes:
         if self._silence is None:
@@ -570,6 +579,7 @@ class Watchdog:
         return b"s%.6f:%.6f\nh%.6f\n" % (*self._silence, self._heard_at)
 
     def track(self, pgid: int) -> None:
+        self._fenced.discard(pgid)  # (a group of that number, fenced once, is long gone)
         self._list(b"%d" % pgid, b"")
 
     def untrack(self, pgid: int) -> None:
@@ -622,6 +632,8 @@ class Watchdog:
             proc.wait(timeout=self.grace_s + _SETTLE_S)
         except subprocess.TimeoutExpired:
             logger.warning("the job watchdog did not exit; leaving it")
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def _ensure(self) -> subprocess.Popen[bytes] | None:
         if self._proc is None and time.monotonic() >= self._retry_at:
@@ -633,7 +645,7 @@ class Watchdog:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", _WATCHDOG_FILE, f"{self.grace_s:g}"],
                 stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,  # the groups its silence fence stopped (`fenced`)
                 start_new_session=True,
                 close_fds=True,
             )
@@ -644,8 +656,9 @@ class Watchdog:
             )  # fmt: skip
             self._retry_at = time.monotonic() + _WATCHDOG_RETRY_S
             return None
-        assert proc.stdin is not None
+        assert proc.stdin is not None and proc.stdout is not None
         os.set_blocking(proc.stdin.fileno(), False)
+        os.set_blocking(proc.stdout.fileno(), False)
         self._told = set(self._listed)
         if told := b"".join(self._listed.values()) + self._silence_lines():
             with contextlib.suppress(OSError):
@@ -666,6 +679,8 @@ class Watchdog:
                 self._proc = None
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
+                    if proc.stdout is not None:
+                        proc.stdout.close()
                 proc.poll()
                 continue
             if written < len(message):

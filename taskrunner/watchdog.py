@@ -18,6 +18,8 @@ here). When no `h` came for SILENCE seconds after the latest TIME, every job gro
 SIGTERM and, GRACE seconds later, SIGKILL, exactly as on the runner's death; groups listed
 while the silence lasts are stopped as they come. The runner picks SILENCE + GRACE below its
 lease, so the groups are gone before any other runner may declare it lost (README, Reliability).
+Before signalling them it writes `fPGID` for each on its stdout, for the runner to read when it
+sees the job end (it hands such a job back rather than record a failure).
 
 Standard library only and no taskrunner imports: it starts in a few milliseconds.
 """
@@ -109,15 +111,36 @@ class State:
 
     def fence(self) -> None:
         """The runner is silent: stop its job groups (not its single processes) and forget them."""
-        groups = {t for t in self.listed if t < 0}
-        for target in groups:
+        listed = {t for t in self.listed if t < 0}
+        for target in listed:
             del self.listed[target]
+        live = live_groups()  # not a job that ended by itself, its runner too stalled to reap it
+        groups = {t for t in listed if -t in live}
+        if not groups:
+            return
+        with contextlib.suppress(OSError):  # first: the runner, asking once a group is gone, knows
+            os.write(sys.stdout.fileno(), b"".join(b"f%d\n" % -t for t in groups))
         say(
             f"taskrunner watchdog: no heartbeat for {time.monotonic() - self.heard_at:.1f} s;"
             f" stopping {len(groups)} job process group(s) before the lease ends"
             f" (SIGTERM, SIGKILL after {self.silence_grace_s:g} s)"
         )
         stop_all(groups, self.silence_grace_s)
+
+
+def live_groups() -> set[int]:
+    """The process groups that have a member still running (a zombie does not count)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    fields = fh.read().rpartition(b")")[2].split()
+            except OSError:
+                continue
+            if fields[0] != b"Z":
+                found.add(int(fields[2]))
+    return found
 
 
 def say(text: str) -> None:
@@ -146,6 +169,8 @@ def read_lines(fd: int, state: State) -> None:
 def main(argv: list[str]) -> int:
     state = State(grace_s=float(argv[1]) if len(argv) > 1 else 1.0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the runner
+    with contextlib.suppress(OSError):
+        os.set_blocking(sys.stdout.fileno(), False)  # a runner not reading never holds us up
     read_lines(sys.stdin.fileno(), state)
     listed = state.listed
     groups = {t for t, stamp in listed.items() if t < 0 or start_time(t) == stamp}  # no reused pid
