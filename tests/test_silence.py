@@ -24,10 +24,11 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from harness import RunnerHarness, base_url, wait_state
-from helpers import free_port, wait_until
+from helpers import free_port, wait_until, wait_until_sync
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from taskrunner import watchdog
 from taskrunner.jobs import shell_words
 from taskrunner.store import REQUEST_CONNECTIONS
 
@@ -126,6 +127,62 @@ async def _first_done(
         if len(done) == count:
             return done
     return done
+
+
+# -- the watchdog's silence fence -----------------------------------------------------------------
+
+WATCHDOG_FILE = str(Path(watchdog.__file__))
+
+
+def zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rpartition(")")[2].split()[0] == "Z"
+
+
+def test_the_silence_fence_stops_running_groups_names_them_and_skips_ended_ones() -> None:
+    running = subprocess.Popen(["sleep", "60"], process_group=0)
+    ended = subprocess.Popen(["true"], process_group=0)  # not reaped: its runner is "stalled"
+    wait_until_sync(lambda: zombie(ended.pid), message="the ended job's zombie")
+    fence = subprocess.Popen(
+        [sys.executable, "-I", "-S", WATCHDOG_FILE, "5"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert fence.stdin is not None and fence.stdout is not None
+    told_at = time.monotonic()
+    fence.stdin.write(b"+%d\n+%d\ns0.5:0.2\nh%.6f\n" % (running.pid, ended.pid, told_at))
+    fence.stdin.flush()
+    try:
+        assert fence.stdout.readline() == b"f%d\n" % running.pid  # named before it is signalled
+        assert time.monotonic() - told_at >= 0.5
+        assert running.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        running.kill()
+        rest, errors = fence.communicate(timeout=10)  # closes its stdin: the "runner" exits
+        ended.wait()
+    assert rest == b""  # the job that had ended by itself is not named: it was no fence's doing
+    assert b"no heartbeat for 0.5 s; stopping 1 job process group(s)" in errors
+
+
+def test_heartbeats_keep_the_silence_fence_away() -> None:
+    running = subprocess.Popen(["sleep", "60"], process_group=0)
+    fence = subprocess.Popen(
+        [sys.executable, "-I", "-S", WATCHDOG_FILE, "5"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert fence.stdin is not None
+    try:
+        fence.stdin.write(b"+%d\ns0.3:0.1\n" % running.pid)
+        for _ in range(10):  # a beat every 0.1 s for 1 s: more than three silences
+            fence.stdin.write(b"h%.6f\n" % time.monotonic())
+            fence.stdin.flush()
+            time.sleep(0.1)  # the pace of the beats under test, not a synchronisation
+        assert running.poll() is None
+        fence.stdin.write(b"-%d\n" % running.pid)
+    finally:
+        rest, _ = fence.communicate(timeout=10)
+        running.kill()
+        running.wait()
+    assert rest == b""
 
 
 # -- a paused runner (SIGSTOP) ------------------------------------------------------------------
