@@ -19,7 +19,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 from taskrunner.errors import DuplicateJob, StoreUnavailable
 from taskrunner.jobs import JobState
 from taskrunner.service import Service, ServiceSettings
-from taskrunner.store import CONNECTION_ERRORS, Store
+from taskrunner.store import SERVER_REFUSALS, UNAVAILABLE_ERRORS, Store, unavailable_reason
 from taskrunner.views import job_view
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -203,10 +203,13 @@ class Client:
             raise RuntimeError("this taskrunner Client is closed")
         try:
             yield
-        except CONNECTION_ERRORS as exc:
-            raise StoreUnavailable(
-                f"cannot reach Redis at {self._store.url_for_logs}: {exc}"
-            ) from exc
+        except UNAVAILABLE_ERRORS as exc:
+            url = self._store.url_for_logs
+            if isinstance(exc, SERVER_REFUSALS):
+                raise StoreUnavailable(
+                    f"Redis at {url} cannot serve now: {unavailable_reason(exc)}"
+                ) from exc
+            raise StoreUnavailable(f"cannot reach Redis at {url}: {exc}") from exc
 
 
 def _as_list(value: Sequence[Any] | str | None) -> list[Any] | str | None:

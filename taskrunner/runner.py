@@ -86,6 +86,7 @@ class Runner:
                 allow=settings.allow,
                 shell=settings.shell,
                 bin_path=settings.bin_path,
+                restores_default_channels=True,
             ),
             channels=self._channel_config,
             channel_updated=self._channel_updated,
@@ -666,7 +667,9 @@ class Runner:
                     await backoff.wait(exc)
                     continue
                 if not alive:
-                    await self._not_alive()
+                    rejoined = await self._rejoined_after_data_loss()
+                    if rejoined:
+                        continue  # beat again at once: the watchdog has not heard of us since
                 await asyncio.sleep(interval_s)
         finally:
             WATCHDOG.unwatch_silence()
@@ -722,14 +725,17 @@ class Runner:
                     extra={"job_id": job_id, "channel": owned[job_id]},
                 )
 
-    async def _not_alive(self) -> None:
-        """The heartbeat found this runner unknown or declared dead: Redis lost its data, or
-        another runner took its jobs. A refusal meanwhile: asked again at the next beat."""
+    async def _rejoined_after_data_loss(self) -> bool:
+        """The heartbeat found this runner unknown or declared dead: Redis lost its data (True:
+        registered again), or another runner took its jobs (fenced, False). Redis unavailable
+        meanwhile: False, asked again at the next beat."""
         try:
-            if not await self.check_data_loss():
-                await self._fenced()
+            if await self.check_data_loss():
+                return True
+            await self._fenced()
         except UNAVAILABLE_ERRORS as exc:
             log.warning("heartbeat refused, and Redis unavailable to tell why (%s)", exc)
+        return False
 
     async def check_data_loss(self) -> bool:
         """Whether Redis lost its data since this runner registered (FLUSHALL, a restart without

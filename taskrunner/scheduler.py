@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from taskrunner.aio import wait_event
-from taskrunner.store import CONNECTION_ERRORS, Store
+from taskrunner.store import UNAVAILABLE_ERRORS, Store
 
 log = logging.getLogger("taskrunner.scheduler")
 
@@ -51,7 +51,7 @@ class Scheduler:
             self._promoting = True
             try:
                 self._next_due = await self._promote_all()
-            except CONNECTION_ERRORS as exc:
+            except UNAVAILABLE_ERRORS as exc:
                 log.warning("cannot promote due jobs (%s); retry in %.1f s", exc, backoff_s)
                 await self._wait(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)

@@ -52,6 +52,9 @@ class ServiceSettings:
     allow: tuple[str, ...] = ()  # the runner's --allow (the CLI and the client have none)
     shell: bool = False  # the runner's --shell: its jobs' program is then /bin/sh
     bin_path: Path | None = None  # the runner's --bin-path (kingtask script jobs)
+    # a runner's: a push to a default channel found gone (Redis lost its data) ensures them
+    # again; the CLI and the client never create channels by themselves
+    restores_default_channels: bool = False
 
 
 # The channel's settings as this process sees them now (None: unknown here, ask Redis).
@@ -167,7 +170,8 @@ class Service:
 
     async def _enqueue(self, job: Job) -> Admission:
         admission = await self.store.enqueue(job, runner_id=self.settings.runner_id)
-        if admission.status == "nochan" and job.channel in self.default_channel_names:
+        restores = self.settings.restores_default_channels
+        if admission.status == "nochan" and restores and job.channel in self.default_channel_names:
             await self.ensure_default_channels()  # gone with Redis's data: they come back
             admission = await self.store.enqueue(job, runner_id=self.settings.runner_id)
         return admission

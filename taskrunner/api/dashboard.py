@@ -22,7 +22,7 @@ from aiohttp import web
 from taskrunner.api.common import SERVICE
 from taskrunner.api.events import EventHub, Listener
 from taskrunner.api.native import STOPPING
-from taskrunner.store import CONNECTION_ERRORS
+from taskrunner.store import UNAVAILABLE_ERRORS
 
 log = logging.getLogger("taskrunner.api.dashboard")
 
@@ -162,7 +162,7 @@ async def _relay(request: web.Request, response: web.StreamResponse) -> None:
             await _relay_changes(listener, response)
         except ConnectionError:
             return  # the page was closed or reloaded
-        except CONNECTION_ERRORS as exc:  # headers are sent: end; the page reconnects
+        except UNAVAILABLE_ERRORS as exc:  # headers are sent: end; the page reconnects
             log.warning("dashboard event stream ended: %s", exc)
 
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from taskrunner.store import CONNECTION_ERRORS, Keys, Store
+from taskrunner.store import UNAVAILABLE_ERRORS, Keys, Store
 
 log = logging.getLogger("taskrunner.api.events")
 
@@ -178,7 +178,7 @@ class EventHub:
             if not ready.done():
                 ready.set_exception(exc)  # the listener waiting for it gets the error
                 return
-            if isinstance(exc, CONNECTION_ERRORS):
+            if isinstance(exc, UNAVAILABLE_ERRORS):
                 log.warning("dashboard events: Redis subscription lost: %s", exc)
             else:
                 log.exception("dashboard events: the subscription failed")
