@@ -78,9 +78,14 @@ class Health:
 class Cluster:
     """A scenario's Redis (AOF on) and its runner processes, watched by a monitor task."""
 
-    def __init__(self, run: Run, server: RedisServer, n_runners: int) -> None:
+    def __init__(
+        self, run: Run, server: RedisServer, n_runners: int, *, flags: Sequence[str] = (),
+        nofile: int | None = None,
+    ) -> None:  # fmt: skip
         self.run = run
         self.server = server
+        self.flags = (*RUNNER_FLAGS, *flags)  # the runners' options
+        self.nofile = nofile  # the runners' open-file limit (ulimit -n), if lowered
         self.slots = [
             Slot(i, free_port(), run.workdir / f"r{i}.pid", run.workdir / f"r{i}.log")
             for i in range(n_runners)
@@ -114,8 +119,9 @@ class Cluster:
     def _spawn(self, slot: Slot) -> None:
         slot.stopping = False
         slot.proc = spawn_runner(
-            self.server.url, slot.port, slot.pidfile, slot.log, *RUNNER_FLAGS, cwd=self.run.workdir
-        )
+            self.server.url, slot.port, slot.pidfile, slot.log, *self.flags,
+            cwd=self.run.workdir, nofile=self.nofile,
+        )  # fmt: skip
 
     def runner_pids(self) -> list[int]:
         return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]

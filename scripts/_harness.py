@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import resource
 import signal
 import subprocess
 import sys
@@ -66,10 +68,16 @@ def redis_server(workdir: Path, *, appendonly: bool = False) -> Iterator[RedisSe
 
 
 def spawn_runner(
-    url: str, http_port: int, pidfile: Path, log_path: Path, *extra: str, cwd: Path | None = None
+    url: str,
+    http_port: int,
+    pidfile: Path,
+    log_path: Path,
+    *extra: str,
+    cwd: Path | None = None,
+    nofile: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `taskrunner run` on `url`, logging (appending) to `log_path`; its jobs run in
-    `cwd` (default: ours)."""
+    `cwd` (default: ours); with `nofile`, under that open-file limit (`ulimit -n`)."""
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [
@@ -79,7 +87,13 @@ def spawn_runner(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            preexec_fn=None if nofile is None else functools.partial(_limit_files, nofile),
         )  # fmt: skip
+
+
+def _limit_files(nofile: int) -> None:
+    """In the child, before exec: `ulimit -n NOFILE` (soft and hard)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
 
 def stop_process(

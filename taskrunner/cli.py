@@ -11,7 +11,7 @@ from typing import Any
 import click
 import uvloop
 
-from taskrunner import cli_admin, logs, tables
+from taskrunner import cli_admin, logs, memory, tables
 from taskrunner.cli_base import (
     EXIT_RUNTIME_FAILURE,
     EXIT_USAGE,
@@ -218,6 +218,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
 
 
 def _serve(settings: Settings) -> int:
+    memory.return_big_blocks()  # RSS goes back down after a big message or reply
     embedded = None
     if settings.embedded_redis_dir is not None:
         embedded = _embedded_server(settings.embedded_redis_dir, settings.embedded_redis_port)

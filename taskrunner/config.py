@@ -16,6 +16,8 @@ from taskrunner.redis_url import parse_redis_url
 
 # Config-file keys accepted as aliases of our own names (kingtask's worker.yaml names).
 CONFIG_ALIASES = {"result_keep_time": "result_ttl", "task_run_time": "default_timeout"}
+MAX_HTTP_READ_TIMEOUT_S = 3600.0
+MAX_HTTP_CONNECTIONS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,6 +28,8 @@ class Settings:
     concurrent: int = 5
     channel_default: str = "default"
     http_addr: str = "127.0.0.1:60001"
+    http_read_timeout_s: float = 15.0  # headers, then the body, must arrive within this
+    http_max_connections: int = 0  # 0: a quarter of `ulimit -n`, 16 to 1024
     pidfile: Path | None = Path("/tmp/task-runner.pid")
     task_mode: bool = True
     colorful_tty: bool = False
@@ -63,6 +67,16 @@ class Settings:
         _require(self.default_timeout_s >= 0, "--default-timeout must be 0 or more seconds")
         _require(self.lease_s >= 0.5, "--lease must be at least 0.5 seconds")
         _require(self.capture_bytes >= 2, "--capture-bytes must be at least 2")
+        _require(
+            0 < self.http_read_timeout_s <= MAX_HTTP_READ_TIMEOUT_S,
+            f"--http-read-timeout must be more than 0 and at most {MAX_HTTP_READ_TIMEOUT_S:g}"
+            f" seconds, got {self.http_read_timeout_s:g}",
+        )
+        _require(
+            0 <= self.http_max_connections <= MAX_HTTP_CONNECTIONS,
+            f"--http-max-connections must be 0 (a quarter of ulimit -n) to"
+            f" {MAX_HTTP_CONNECTIONS}, got {self.http_max_connections}",
+        )
         _require(
             self.log_format in ("text", "json"),
             f"--log-format must be text or json, got {self.log_format!r}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import math
 import re
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskrunner.allow import parse_patterns
+from taskrunner.cache import bytes_lru_cache
 from taskrunner.errors import InvalidChannel, InvalidJob
 
 # \Z, not $: `$` also matches before a trailing newline, which would let "biz\n" through.
@@ -23,6 +23,7 @@ MAX_DEDUP_KEY_CHARS = 1024
 MAX_INTERVALS = 64
 MAX_INTERVALS_CHARS = 4096  # the space-separated form of retry_intervals
 MAX_SECONDS = 10 * 365 * 86400.0
+SPLIT_CACHE_BYTES = 4 * 1024 * 1024  # command lines split recently, with their words
 
 # Job kinds: a command line (TaskRunner), or kingtask's script and rpc jobs.
 COMMAND = "command"
@@ -251,7 +252,7 @@ def _split_error(task: str) -> str:
     return "No escaped character" if _UNFINISHED_ESCAPE.match(rest) else "No closing quotation"
 
 
-@functools.lru_cache(maxsize=4096)  # a queue repeats its command lines
+@bytes_lru_cache(SPLIT_CACHE_BYTES)  # a queue repeats its command lines
 def split_command(task: str) -> tuple[str, ...]:
     """Split a command line with POSIX shell quoting rules (no shell involved)."""
     try:

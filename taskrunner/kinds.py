@@ -17,10 +17,12 @@ from urllib.parse import urlsplit
 
 from taskrunner.errors import InvalidJob
 from taskrunner.jobs import (
+    MAX_SECONDS,
     RPC,
     SCRIPT,
     Job,
     Limits,
+    brief,
     check_args_length,
     check_args_size,
     check_text,
@@ -131,8 +133,11 @@ def _common(fields: Mapping[str, Any], now: float) -> dict[str, Any]:
     """channel, start_time -> run_at, time_interval -> retries, max_run_time -> timeout."""
     intervals = _intervals(fields.get("time_interval"))
     start_time = parse_number(fields.get("start_time"), "start_time")
-    if start_time is not None and start_time < 0:
-        raise InvalidJob(f'"start_time" must be unix seconds (0 or empty = now), got {start_time}')
+    if start_time is not None and not 0 <= start_time <= now + MAX_SECONDS:
+        raise InvalidJob(
+            f'"start_time" must be unix seconds, at most {MAX_SECONDS:.0f} s (10 years) from'
+            f" now (0 or empty = now), got {brief(fields.get('start_time'))}"
+        )
     return {
         "channel": _channel(fields.get("channel")),
         "run_at": start_time or None,

@@ -44,6 +44,7 @@ log = logging.getLogger("taskrunner.store")
 DEAD_LETTER_RAW_BYTES: Final = 8192
 DEAD_LETTER_PAGE: Final = 100  # entries read at a time when looking for one by id
 TAKE_BATCH_BYTES: Final = 1024 * 1024  # messages taken in one round trip stop past this size
+SUMMARY_TEXT_BYTES: Final = 4096  # a listing shows this much of a job's command, args, error
 
 # Errors that mean "Redis is not reachable right now": callers back off and try again.
 CONNECTION_ERRORS: Final = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
@@ -299,6 +300,7 @@ class Store:
             for name in (
                 "enqueue", "claim", "finish", "hand_back", "promote", "dead_letter", "heartbeat",
                 "cancel", "retry_dead", "drop_dead", "dead_letter_take", "delete_channel", "take_batch",
+                "summary",
             )
         }  # fmt: skip
         self._pending: list[tuple[ScriptCall, asyncio.Future[Any]]] = []
@@ -945,13 +947,10 @@ class Store:
         queued_ids = [_text(i) for i in reversed(queued)]
         running_ids = [_text(i) for i in running]
         ids = running_ids + queued_ids
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(k.job(job_id), "task", "dedup", "state")
-            rows = await pipe.execute() if ids else []
+        rows = await self._cut_fields(ids, ("task", "dedup", "state"))
         jobs = [
-            JobSummary(job_id, _text(task), bool(dedup), _text(state))
-            for job_id, (task, dedup, state) in zip(ids, rows, strict=True)
+            JobSummary(job_id, _text(task), bool(dedup), _text(state), "task" in cut)
+            for job_id, ((task, dedup, state), cut) in zip(ids, rows, strict=True)
             if task is not None
         ]
         return ChannelSnapshot(channel, int(queued_n), int(running_n), int(scheduled_n), jobs)
@@ -1020,17 +1019,34 @@ class Store:
         return by_state.get(state, [ended])
 
     async def _summaries(self, ids: Sequence[str]) -> list[dict[str, str] | None]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(self.keys.job(job_id), *SUMMARY_FIELDS)
-            rows = await pipe.execute()
+        """The jobs' SUMMARY_FIELDS; a text cut to SUMMARY_TEXT_BYTES is flagged `NAME_truncated`
+        (`args`, which would not be a JSON list any more, is left out then)."""
         summaries: list[dict[str, str] | None] = []
-        for row in rows:
+        for row, cut in await self._cut_fields(ids, SUMMARY_FIELDS):
             record = {
                 f: _text(v) for f, v in zip(SUMMARY_FIELDS, row, strict=True) if v is not None
             }
+            for name in cut:
+                record[f"{name}_truncated"] = "1"
+            if "args" in cut:
+                del record["args"]
             summaries.append(record if "state" in record else None)
         return summaries
+
+    async def _cut_fields(
+        self, ids: Sequence[str], fields: Sequence[str]
+    ) -> list[tuple[list[Any], set[str]]]:
+        """Each job's `fields` (None where missing), a long value cut to its first
+        SUMMARY_TEXT_BYTES in Redis, with the names of those cut: a listing never reads a
+        job's big values whole."""
+        if not ids:
+            return []
+        calls = [("summary", [self.keys.job(i)], [SUMMARY_TEXT_BYTES, *fields]) for i in ids]
+        rows = []
+        for reply in await self._run_many(calls):
+            *values, cut = reply
+            rows.append((values, {fields[int(i) - 1] for i in cut}))
+        return rows
 
     async def dead_jobs(self, *, offset: int, limit: int) -> tuple[list[dict[str, str]], int]:
         """Dead jobs, newest first, with their last error; and how many there are."""
@@ -1160,6 +1176,7 @@ class JobSummary:
     task: str
     has_dedup_mark: bool
     state: str
+    task_truncated: bool = False  # only the first SUMMARY_TEXT_BYTES of the command are in `task`
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,9 +64,16 @@ def dead_job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
 def dead_letter_rows(letters: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
     """Rows of DEAD_LETTER_COLUMNS from dead-letter entries."""
     return [
-        [entry["id"], when(_number(entry.get("at"))), entry.get("reason"), entry.get("raw")]
+        [entry["id"], when(_number(entry.get("at"))), entry.get("reason"), _letter_text(entry)]
         for entry in letters
     ]
+
+
+def _letter_text(entry: Mapping[str, Any]) -> Any:
+    """A dead letter's message; one kept only in part says so (it cannot be retried)."""
+    if not entry.get("truncated"):
+        return entry.get("raw")
+    return f"[first bytes of {entry.get('size')}] {entry.get('raw', '')}"
 
 
 def channel_rows(channels: Iterable[Mapping[str, Any]]) -> list[list[Any]]:

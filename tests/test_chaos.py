@@ -1,4 +1,4 @@
-"""scripts/chaos in CI: all five fault scenarios at tiny sizes, every bound held."""
+"""scripts/chaos in CI: all six fault scenarios at tiny sizes, every bound held."""
 
 from __future__ import annotations
 
@@ -14,6 +14,6 @@ def test_chaos_smoke_holds_every_bound() -> None:
     tail = f"{stdout[-4000:]}\n{stderr[-2000:]}"
     assert code == 0, tail
     figures = json.loads(stdout.strip().splitlines()[-1])
-    assert figures["scenarios"] == 5, tail
+    assert figures["scenarios"] == 6, tail
     assert (figures["lost"], figures["concurrent_duplicates"], figures["orphans"]) == (0, 0, 0)
     assert figures["max_recovery_s"] <= 15, tail

@@ -168,12 +168,12 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         async with asyncio.timeout(deadline_s):
             return await handler(request)
+    except BodyTimeout as exc:  # a TimeoutError too: before the deadline's clause
+        return shape.render(408, str(exc))
     except TimeoutError:
         log.warning("%s %s: no answer from Redis in %g s", request.method, request.path,
                     deadline_s)  # fmt: skip
         return shape.render(503, f"Redis did not answer within {deadline_s:g} s; try again shortly")
-    except BodyTimeout as exc:
-        return shape.render(408, str(exc))
     except web.HTTPRequestEntityTooLarge:
         return shape.render(
             413, f"request body is larger than {MAX_BODY_BYTES} bytes: send a smaller one"

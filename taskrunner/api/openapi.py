@@ -18,6 +18,7 @@ from taskrunner.jobs import (
     Limits,
 )
 from taskrunner.service import MAX_WORKERS
+from taskrunner.store import DEAD_LETTER_RAW_BYTES
 
 # The API's limits on paging and waiting (api/native.py enforces them).
 DEFAULT_LIMIT: Final = 50
@@ -298,7 +299,16 @@ _DEAD_LETTER: Final = {
         "reason": {"type": "string"},
         "source": {"type": "string"},
         "at": {"type": "number", "description": "Unix seconds."},
-        "raw": {"type": "string", "description": "The message as received."},
+        "raw": {
+            "type": "string",
+            "description": "The message as received; when `truncated`, only its first"
+            f" {DEAD_LETTER_RAW_BYTES} bytes.",
+        },
+        "size": {"type": "integer", "minimum": 0, "description": "The message's size in bytes."},
+        "truncated": {
+            "type": "boolean",
+            "description": "Only the first bytes were kept: it cannot be retried.",
+        },
     },
 }
 
@@ -608,8 +618,8 @@ _PATHS: Final = {
     "/api/dead-letters/{id}/retry": {
         "post": _op(
             "retryDeadLetter",
-            "Push a dead letter's message back on the prepare queue",
-            {"200": _json("DeadLetter", "The entry, now routed again."), **_errors(404)},
+            "Push a dead letter's message back on the prepare queue (409 if it is truncated)",
+            {"200": _json("DeadLetter", "The entry, now routed again."), **_errors(404, 409)},
             params=["DeadLetterId"],
         ),
     },

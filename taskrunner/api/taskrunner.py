@@ -47,6 +47,7 @@ def _channel_status(snap: ChannelSnapshot) -> dict[str, Any]:
             "status": _status_number(job.state, job.has_dedup_mark),
             "id": job.id,
             "state": job.state,
+            **({"task_truncated": True} if job.task_truncated else {}),
         }
         for job in snap.jobs
     ]

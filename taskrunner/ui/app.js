@@ -472,6 +472,12 @@
     $("dead-empty").hidden = rows.length > 0;
   }
 
+  // A truncated letter kept only the first bytes of its message: say so (it cannot be retried).
+  function letterText(letter) {
+    if (!letter.truncated) return letter.raw || "";
+    return `${letter.raw || ""}… (first bytes of ${letter.size} bytes: cannot be retried)`;
+  }
+
   function renderLetters() {
     const rows = view.letters.map((letter) => el(
       "tr",
@@ -479,9 +485,9 @@
       td(fmtTime(letter.at)),
       td(letter.source || ""),
       td(letter.reason || "", "reason"),
-      td(letter.raw || "", "raw", letter.raw || null),
+      td(letterText(letter), "raw", letter.raw || null),
       el("td", { class: "actions" },
-        actionButton("Retry", () => letterAction(letter.id, "retry")),
+        letter.truncated ? null : actionButton("Retry", () => letterAction(letter.id, "retry")),
         dropButton(() => letterAction(letter.id, "drop"))),
     ));
     $("letters").tBodies[0].replaceChildren(...rows);
