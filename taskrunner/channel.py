@@ -38,6 +38,7 @@ EARLY_CANCEL_S = 10.0  # how long a cancel for a job not (yet) running here is r
 LAST_TRY_S = 1.0  # how long a write abandoned by a stop still waits for its reply
 SILENT_RECHECK_S = 0.1  # how often a channel looks whether its runner's heartbeat is back
 OUTPUT_LOG_LINES = 200  # output lines logged per attempt at most (channel log_output)
+FIRST_RETRY_S = 0.1  # a result or hand-back Redis refused: retried after this, then doubling
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,16 +149,18 @@ class ChannelWorker:
                     self.name, count=free, runner_id=self._policy.runner_id
                 )
             except UNAVAILABLE_ERRORS as exc:
-                if not failing:
+                if not failing:  # once an outage
                     self._metrics.claim_lost()
+                    log.warning(
+                        "channel %s: cannot claim jobs (%s); retrying with backoff", self.name,
+                        exc, extra={"channel": self.name},
+                    )  # fmt: skip
                 failing = True
-                log.warning(
-                    "channel %s: cannot claim jobs (%s); retry in %.1f s", self.name, exc, backoff_s,
-                    extra={"channel": self.name},
-                )  # fmt: skip
                 await self._sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
+            if failing:
+                log.info("channel %s: claiming again", self.name, extra={"channel": self.name})
             backoff_s, failing = 0.1, False
             for item in claimed:
                 await self._start_or_return(item)
@@ -498,7 +501,7 @@ async def _persist(
 
     Gives up (WriteAbandoned) only once `abandon` is set: the runner is stopping, Redis is away.
     The job then stays owned by this runner in Redis, and its lease expiry hands it back."""
-    delay_s = 0.1
+    delay_s = FIRST_RETRY_S
     while True:
         try:
             return await _unless_abandoned(operation(), abandon)
@@ -509,7 +512,8 @@ async def _persist(
                     " when this runner's lease expires", what, exc, extra=extra,
                 )  # fmt: skip
                 raise WriteAbandoned(what) from exc
-            log.warning("cannot %s (%s); retrying in %.1f s", what, exc, delay_s, extra=extra)
+            level = logging.WARNING if delay_s == FIRST_RETRY_S else logging.DEBUG  # once a write
+            log.log(level, "cannot %s (%s); retrying until it lands", what, exc, extra=extra)
             await wait_event(abandon, delay_s)
             delay_s = min(delay_s * 2, 5.0)
 
