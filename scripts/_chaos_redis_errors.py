@@ -38,6 +38,7 @@ from taskrunner.jobs import ChannelConfig
 OOM_S = 3.0  # longer than the lease (2 s): no runner may be declared lost for it
 BUSY_SCRIPT_S = 5  # the issue's figure
 BUSY_AFTER_MS = 1000  # busy-reply-threshold: BUSY replies for the script's last 4 s
+SMOKE_FAULTS = (1.5, 2, 500)  # --smoke (a load of a few seconds): OOM_S, BUSY_SCRIPT_S, ..._MS
 BUSY_SCRIPT = "local t = redis.call('TIME')[1] + ARGV[1] while redis.call('TIME')[1] + 0 < t do end"
 UNAVAILABLE_LINE = "Redis unavailable"
 LOSS_LINE = "Redis lost its data"
@@ -65,13 +66,16 @@ def _count_lines(cluster: Cluster, text: str) -> list[int]:
 
 async def scenario_redis_errors(sizes: Any, rng: random.Random) -> Report:
     chaos = _chaos()
+    faults = SMOKE_FAULTS if sizes.load_s < 10 else (OOM_S, BUSY_SCRIPT_S, BUSY_AFTER_MS)
     report = _report(
         "redis-errors",
-        f"Redis out of memory for {OOM_S:g} s, then a {BUSY_SCRIPT_S} s BUSY script (3 runners)",
+        f"Redis out of memory for {faults[0]:g} s, then a {faults[1]} s BUSY script (3 runners)",
     )
     async with chaos.scenario("redis-errors", report) as cluster:
         planned = plan_load(cluster.run, sizes.jobs, rng)
-        await load_with(cluster, planned, sizes.load_s, lambda _: _refusals(cluster, sizes.load_s))
+        await load_with(
+            cluster, planned, sizes.load_s, lambda _: _refusals(cluster, sizes.load_s, *faults)
+        )
         await chaos.finish(cluster, report, planned)
         met = _count_lines(cluster, UNAVAILABLE_LINE)
         report.row("runners' 'Redis unavailable' lines", sum(met))
@@ -79,30 +83,32 @@ async def scenario_redis_errors(sizes: Any, rng: random.Random) -> Report:
     return report
 
 
-async def _refusals(cluster: Cluster, load_s: float) -> None:
+async def _refusals(
+    cluster: Cluster, load_s: float, oom_s: float, busy_s: int, busy_after_ms: int
+) -> None:
     """OOM a quarter into the load, the BUSY script at half; the producer waits meanwhile."""
     await asyncio.sleep(load_s * 0.25)
     async with cluster.gate:
-        log(f"Redis: maxmemory 1 byte, noeviction, for {OOM_S:g} s")
+        log(f"Redis: maxmemory 1 byte, noeviction, for {oom_s:g} s")
         await cluster.client.config_set("maxmemory-policy", "noeviction")
         await cluster.client.config_set("maxmemory", "1")
         try:
-            await asyncio.sleep(OOM_S)
+            await asyncio.sleep(oom_s)
         finally:
             await cluster.client.config_set("maxmemory", "0")
     await asyncio.sleep(load_s * 0.25)
     async with cluster.gate:
-        log(f"Redis: a {BUSY_SCRIPT_S} s script, BUSY after {BUSY_AFTER_MS} ms")
-        await cluster.client.config_set("lua-time-limit", str(BUSY_AFTER_MS))
+        log(f"Redis: a {busy_s} s script, BUSY after {busy_after_ms} ms")
+        await cluster.client.config_set("lua-time-limit", str(busy_after_ms))
         try:
-            await asyncio.to_thread(_busy, cluster.server.url)
+            await asyncio.to_thread(_busy, cluster.server.url, busy_s)
         finally:
             await cluster.client.config_set("lua-time-limit", "5000")
 
 
-def _busy(url: str) -> None:
+def _busy(url: str, seconds: int) -> None:
     with SyncRedis.from_url(url) as client:
-        client.eval(BUSY_SCRIPT, 0, BUSY_SCRIPT_S)
+        client.eval(BUSY_SCRIPT, 0, seconds)
 
 
 # -- dataloss --------------------------------------------------------------------------------
