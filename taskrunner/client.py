@@ -149,8 +149,10 @@ class Client:
 
         `task` is the command line (or, with `args`, the program and its exact argv). `run_at`
         (unix seconds) or `delay` (seconds) schedule it; `retry_intervals` is a list of seconds
-        or "60 600 3600"; `timeout` is in seconds. Raises DuplicateJob when a live job has the
-        same `id`, or the same dedup key in a distinct channel."""
+        or "60 600 3600"; `timeout` is in seconds. An `id` that names a job already (a retried
+        push) creates nothing and returns that id: retry with the same `id` and the job runs
+        once. Raises DuplicateJob when a live job has the same dedup key in a distinct channel,
+        OutcomeUnknown (with `job_id`) when Redis did not answer within 2 s."""
         fields: dict[str, Any] = {
             "task": task,
             "channel": channel,
@@ -170,8 +172,10 @@ class Client:
             )
         if admission.status == "duplicate":
             live = admission.job_id
-            why = "has this id" if live == id else "has the same dedup key in a distinct channel"
-            raise DuplicateJob(f"refused: live job {live} {why}", live_id=live)
+            raise DuplicateJob(
+                f"refused: live job {live} has the same dedup key in a distinct channel",
+                live_id=live,
+            )
         return admission.job_id
 
     async def get(self, id: str) -> JobResult:
