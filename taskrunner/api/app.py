@@ -171,6 +171,10 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     except BodyTimeout as exc:  # a TimeoutError too: before the deadline's clause
         return shape.render(408, str(exc))
     except TimeoutError:
+        if deadline_s is not None and request.body_exists and not request.content.is_eof():
+            late = BodyTimeout(_body_late(deadline_s))  # the client's fault, not Redis's
+            request.content.set_exception(late)  # and no lingering read: the connection closes
+            return shape.render(408, str(late))
         log.warning("%s %s: no answer from Redis in %g s", request.method, request.path,
                     deadline_s)  # fmt: skip
         return shape.render(503, f"Redis did not answer within {deadline_s:g} s; try again shortly")
@@ -197,6 +201,11 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         reason = unavailable_reason(exc)
         log.warning("%s %s: Redis unavailable: %s", request.method, request.path, reason)
         return shape.render(503, f"Redis is unavailable, {reason}; try again shortly")
+
+
+def _body_late(deadline_s: float) -> str:
+    """The deadline ran out while the request's body was still arriving."""
+    return f"request body not received within {deadline_s:g} s: send the whole body at once"
 
 
 def _deadline_s(request: web.Request) -> float | None:
