@@ -18,7 +18,7 @@ from taskrunner.jobs import (
     Limits,
 )
 from taskrunner.service import MAX_WORKERS
-from taskrunner.store import DEAD_LETTER_RAW_BYTES
+from taskrunner.store import DEAD_LETTER_RAW_BYTES, SUMMARY_TEXT_BYTES
 
 # The API's limits on paging and waiting (api/native.py enforces them).
 DEFAULT_LIMIT: Final = 50
@@ -191,6 +191,18 @@ _JOB: Final = {
         "stderr": {"type": "string"},
         "stdout_truncated": {"type": "boolean"},
         "stderr_truncated": {"type": "boolean"},
+        **{
+            f"{name}_truncated": {
+                "type": "boolean",
+                "description": f"In a listing: `{name}` shows its first {SUMMARY_TEXT_BYTES}"
+                " bytes only.",
+            }
+            for name in ("task", "url", "error")
+        },
+        "args_truncated": {
+            "type": "boolean",
+            "description": f"In a listing: `args`, over {SUMMARY_TEXT_BYTES} bytes, is left out.",
+        },
         "cancel_requested": {"type": "boolean"},
     },
 }
