@@ -201,15 +201,15 @@ def test_ctrl_c_drains_the_running_job_once_and_leaves_valkey_with_the_queue(
     out = embedded_run.tmp / "out.txt"
     embedded_run.start()
     server = embedded_run.server()
-    push(server, f"sh -c 'sleep 2; echo ran >> {out}'", "job-1")
-    wait_until_sync(lambda: job_record(server, "job-1").get(b"state") == b"running",
-                    message="the job to start")  # fmt: skip
+    started = embedded_run.tmp / "started"
+    push(server, f"sh -c 'touch {started}; sleep 2; echo ran >> {out}'", "job-1")
+    wait_until_sync(started.exists, message="the job's process to start")
     began = time.monotonic()
     assert embedded_run.ctrl_c() == 0, embedded_run.text()
     assert time.monotonic() - began < 15
     text = embedded_run.text()
-    assert "drain 2/3: 1 jobs finished, 0 still running" in text
-    assert "cannot record" not in text and "Connection refused" not in text
+    assert "drain 2/3: 1 jobs finished, 0 still running" in text, text
+    assert "cannot record" not in text and "Connection refused" not in text, text
     record = job_record(server, "job-1")  # Valkey still answers, with the result
     assert (record[b"state"], record[b"attempt"]) == (b"succeeded", b"1")
     push(server, f"sh -c 'echo second >> {out}'", "job-2")  # pushes work with no runner
