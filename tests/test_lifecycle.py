@@ -367,12 +367,13 @@ async def test_a_push_answers_503_with_its_id_within_2_s_when_redis_hangs_and_a_
     runner = await runners.start()
     out = tmp_path / "out.txt"
     task = f"sh -c 'echo ran >> {out}'"
+    other = f"sh -c 'echo ran  >> {out}'"  # not the same job: the default channel is distinct
     redis_server.pause()
     try:
         began = time.monotonic()
         status, body = await http(runner, "POST", "/push", data={"task": task})
         took = time.monotonic() - began
-        native_status, native = await http(runner, "POST", "/api/jobs", json={"task": task})
+        native_status, native = await http(runner, "POST", "/api/jobs", json={"task": other})
         kingtask_status, kingtask = await http(
             runner, "POST", "/api/v1/task/rpc", data={"method": "GET", "url": "http://127.0.0.1:1/"}
         )
@@ -384,8 +385,8 @@ async def test_a_push_answers_503_with_its_id_within_2_s_when_redis_hangs_and_a_
     assert job_id and job_id in body["message"] and "may or may not be queued" in body["message"]
     assert native_status == 503 and native["id"] and native["id"] in native["error"]["message"]
     assert kingtask_status == 503 and "may or may not be queued" in kingtask
-    for retry in (job_id, native["id"]):  # the client retries with the id it was given
-        _, again = await http(runner, "POST", "/push", data={"task": task, "id": retry})
+    for retry, again_task in ((job_id, task), (native["id"], other)):  # with the id it was given
+        _, again = await http(runner, "POST", "/push", data={"task": again_task, "id": retry})
         assert (again["data"]["result"], again["data"]["id"]) == (True, retry)
     for retry in (job_id, native["id"]):
         await wait_state_store(runner, retry, "succeeded")
