@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,12 +80,13 @@ class Cluster:
 
     def __init__(
         self, run: Run, server: RedisServer, n_runners: int, *, flags: Sequence[str] = (),
-        nofile: int | None = None,
+        nofile: int | None = None, slot_env: Mapping[int, Mapping[str, str]] | None = None,
     ) -> None:  # fmt: skip
         self.run = run
         self.server = server
         self.flags = (*RUNNER_FLAGS, *flags)  # the runners' options
         self.nofile = nofile  # the runners' open-file limit (ulimit -n), if lowered
+        self.slot_env = dict(slot_env or {})  # slot index -> added to its runner's environment
         self.slots = [
             Slot(i, free_port(), run.workdir / f"r{i}.pid", run.workdir / f"r{i}.log")
             for i in range(n_runners)
@@ -120,7 +121,7 @@ class Cluster:
         slot.stopping = False
         slot.proc = spawn_runner(
             self.server.url, slot.port, slot.pidfile, slot.log, *self.flags,
-            cwd=self.run.workdir, nofile=self.nofile,
+            cwd=self.run.workdir, nofile=self.nofile, env=self.slot_env.get(slot.index),
         )  # fmt: skip
 
     def runner_pids(self) -> list[int]:

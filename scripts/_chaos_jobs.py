@@ -27,6 +27,9 @@ case $mode in
   term) trap '' TERM ;;
   fork) sleep 30 & ( sleep 30 & ) ; ( trap '' TERM; sleep 30 ) & ;;
   escape) setsid sleep "$6" & ;;
+  daemon-setsid) setsid bash -c 'exec -a "$0" sleep 300' "$1-daemon" & ;;
+  daemon-fork) ( setsid bash -c 'exec -a "$0" sleep 300' "$1-daemon" & ) ;;
+  daemon-clean) ( setsid env -i bash -c 'exec -a "$0" sleep 300' "$1-daemon" & ) ;;
   spew) head -c 100000000 /dev/zero ;;
   close) exec 1>&- 2>&- ;;
 esac

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import resource
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +76,11 @@ def spawn_runner(
     *extra: str,
     cwd: Path | None = None,
     nofile: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `taskrunner run` on `url`, logging (appending) to `log_path`; its jobs run in
-    `cwd` (default: ours); with `nofile`, under that open-file limit (`ulimit -n`)."""
+    `cwd` (default: ours); with `nofile`, under that open-file limit (`ulimit -n`); `env`
+    is added to our environment."""
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [
@@ -88,6 +91,7 @@ def spawn_runner(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             preexec_fn=None if nofile is None else functools.partial(_limit_files, nofile),
+            env=None if env is None else {**os.environ, **env},
         )  # fmt: skip
 
 

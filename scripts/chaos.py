@@ -12,6 +12,8 @@ run` processes (`--lease 2`), bounded in time and stopping by itself:
                 die by a signal
   6. slowclients  runners under `ulimit -n 256`, 300 HTTP connections on each that never finish
                 their headers, opened again as fast as they are closed; /healthz probed meanwhile
+  daemons       jobs that leave daemons (setsid, a double fork, env -i) under load while every
+                runner is drained in turn, one runner without job cgroups (_chaos_daemons.py)
 
 Scenarios 1-3 (and, smaller, 4-5) run the same load over several channels: short jobs, some
 delayed, some in a distinct channel with dedup keys, some failing before they succeed on a retry,
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import _chaos_daemons
 import _chaos_lifecycle
 import _chaos_redis_errors
 import _chaos_silence
@@ -501,6 +504,7 @@ SCENARIOS: dict[str, Any] = {
     "redis-errors": _chaos_redis_errors.scenario_redis_errors,
     "dataloss": _chaos_redis_errors.scenario_dataloss,
     "lifecycle": _chaos_lifecycle.scenario_lifecycle,
+    "daemons": _chaos_daemons.scenario_daemons,
 }
 
 

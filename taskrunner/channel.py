@@ -15,7 +15,7 @@ import aiohttp
 
 from taskrunner.aio import wait_event
 from taskrunner.allow import check_program
-from taskrunner.errors import InvalidJob, NotAllowed, SpawnError
+from taskrunner.errors import InvalidJob, NotAllowed, ResourceExhausted, SpawnError
 from taskrunner.executor import WATCHDOG, ExecResult, ExecSpec, Execution
 from taskrunner.jobs import RPC, SCRIPT, ChannelConfig, Job, JobState
 from taskrunner.kinds import find_script
@@ -39,6 +39,7 @@ LAST_TRY_S = 1.0  # how long a write abandoned by a stop still waits for its rep
 SILENT_RECHECK_S = 0.1  # how often a channel looks whether its runner's heartbeat is back
 OUTPUT_LOG_LINES = 200  # output lines logged per attempt at most (channel log_output)
 FIRST_RETRY_S = 0.1  # a result or hand-back Redis refused: retried after this, then doubling
+NO_RESOURCES_RETRY_S = 3.0  # a job that could not start for lack of resources starts this later
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +87,7 @@ class ChannelWorker:
         self._metrics = ChannelMetrics.unregistered(config.name) if metrics is None else metrics
         self._wake = asyncio.Event()
         self._closed = False
+        self._closing = asyncio.Event()  # set with _closed: a slot's rest ends
         self._attempts: dict[str, asyncio.Task[None]] = {}
         self._executions: dict[str, Running] = {}
         self._stop_reasons: dict[str, str] = {}
@@ -131,6 +133,7 @@ class ChannelWorker:
     def close(self) -> None:
         """Stop claiming; running attempts go on until they end or are terminated."""
         self._closed = True
+        self._closing.set()
         self._wake.set()
 
     async def run(self) -> None:
@@ -252,6 +255,9 @@ class ChannelWorker:
             self._stop_reasons[job.id] = REFUSED
             await self._finish(claimed, _spawn_failure(f"refused at run time: {exc}"))
             return
+        except ResourceExhausted as exc:  # descriptors, processes or memory: for a while
+            await self._put_off(claimed, str(exc), extra)
+            return
         except (SpawnError, InvalidJob) as exc:
             log.warning("job %s cannot start: %s", job.id, exc, extra=extra)
             await self._finish(claimed, _spawn_failure(str(exc)))
@@ -283,6 +289,36 @@ class ChannelWorker:
             return RpcCall.start(self._rpc_spec(job, extra), session=self._http)
         return await Execution.start(self._spec(job))
 
+    async def _put_off(self, claimed: Claimed, error: str, extra: dict[str, Any]) -> None:
+        """The attempt could not start for lack of resources: the job waits in Redis
+        NO_RESOURCES_RETRY_S, its attempt not counted, and this slot rests as long (the next
+        job would most likely fail the same way)."""
+        job = claimed.job
+        try:
+            outcome = await _persist(
+                lambda: self._store.defer(
+                    claimed, runner_id=self._policy.runner_id, delay_s=NO_RESOURCES_RETRY_S,
+                    reason=f"not started: {error}",
+                ),
+                what=f"put back job {job.id}", abandon=self._abandon, extra=extra,
+            )  # fmt: skip
+        except WriteAbandoned:
+            self.abandoned_writes += 1
+            return
+        if outcome == "cancel_requested":
+            self._stop_reasons[job.id] = CANCELLED
+            await self._finish(claimed, _spawn_failure(error))
+            return
+        if outcome:
+            log.warning(
+                "job %s put back, to start in %g s (not counted as an attempt): %s",
+                job.id, NO_RESOURCES_RETRY_S, error, extra=extra,
+            )  # fmt: skip
+        else:
+            log.warning("job %s not started (%s): another runner took it over", job.id, error,
+                        extra=extra)  # fmt: skip
+        await wait_event(self._closing, NO_RESOURCES_RETRY_S)
+
     def _timeout_s(self, job: Job) -> float:
         return job.timeout_s or self.config.timeout_s or self._policy.default_timeout_s
 
@@ -299,6 +335,7 @@ class ChannelWorker:
         return ExecSpec(
             argv=argv,
             cwd=cwd,
+            job_id=job.id,
             timeout_s=self._timeout_s(job),
             kill_grace_s=policy.kill_grace_s,
             capture_bytes=policy.capture_bytes,

@@ -62,5 +62,10 @@ class SpawnError(TaskRunnerError):
     """The job's command could not be started (not found, not executable, bad cwd)."""
 
 
+class ResourceExhausted(SpawnError):
+    """The job's command could not be started for lack of resources for the moment (open
+    files, processes, memory): the job is started again later, not failed."""
+
+
 class NotAllowed(TaskRunnerError):
     """A job's program is refused by an allowlist (the runner's --allow, or its channel's)."""

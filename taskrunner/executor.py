@@ -8,7 +8,10 @@ nothing keeps running and nothing holds the output pipes open forever.
 Reaping: the leader is reaped by ``Popen.wait()`` once its pidfd is readable. Orphaned
 grandchildren are reparented to this process (it makes itself a child subreaper on Linux the
 first time a job starts) and reaped with ``waitpid(-pgid)``, so no zombie is left even when
-PID 1 does not reap orphans (containers without an init).
+PID 1 does not reap orphans (containers without an init). What left the group (``setsid``
+daemons) is found by the job's cgroup or its environment marker and stopped with the rest
+when the job ends (taskrunner/escapes.py, taskrunner/cgroups.py); every job's environment is
+the runner's without its ``TASKRUNNER_*`` variables.
 
 Output: both pipes are read with ``loop.add_reader`` from the moment the process starts, and
 keep being drained after the cap; only the first and last ``capture_bytes // 2`` bytes are kept.
@@ -24,6 +27,7 @@ import asyncio
 import atexit
 import contextlib
 import ctypes
+import errno
 import functools
 import logging
 import os
@@ -39,7 +43,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from taskrunner.aio import OncePerIteration
-from taskrunner.errors import SpawnError
+from taskrunner.cgroups import CGROUPS
+from taskrunner.errors import ResourceExhausted, SpawnError
+from taskrunner.escapes import (
+    ENVIRONMENT,
+    NONCE,
+    STRAYS,
+    new_token,
+    reap,
+    signal_stray,
+)
 from taskrunner.watchdog import start_time
 
 logger = logging.getLogger("taskrunner.executor")
@@ -60,7 +73,8 @@ class ExecSpec:
 
     argv: tuple[str, ...]
     cwd: str | None = None
-    env: Mapping[str, str] | None = None
+    env: Mapping[str, str] | None = None  # None: the runner's; TASKRUNNER_* are never passed on
+    job_id: str | None = None  # passed to the job as TASKRUNNER_JOB_ID
     timeout_s: float = 0.0
     kill_grace_s: float = 5.0
     capture_bytes: int = 65536
@@ -168,9 +182,15 @@ class Execution:
         proc: subprocess.Popen[bytes],
         loop: asyncio.AbstractEventLoop,
         started_at: float,
+        token: str,
+        cgroup: str | None,
     ) -> None:
         self._spec = spec
         self._proc = proc
+        self._token = token  # TASKRUNNER_JOB_TOKEN: what it leaves behind is found by it
+        self._cgroup = cgroup  # its cgroup (taskrunner.cgroups), None without
+        self._strays: set[int] = set()  # processes it left outside its group, being stopped
+        self._signalled: int | None = None  # the last signal sent to what it left
         self._loop = loop
         self._started_at = started_at
         self._ended_at = started_at
@@ -188,10 +208,25 @@ class Execution:
         """Spawn the command in a new process group; SpawnError if it cannot be started."""
         loop = asyncio.get_running_loop()
         _become_subreaper(os.getpid())
+        _before_the_first_job()
         started_at = time.monotonic()
-        execution = cls(spec=spec, proc=_spawn(spec), loop=loop, started_at=started_at)
+        token, cgroup = new_token(), CGROUPS.create()
+        try:
+            proc = _spawn(spec, token)
+        except BaseException:
+            if cgroup is not None:
+                CGROUPS.remove(cgroup)
+            raise
+        WATCHDOG.track(proc.pid)
+        if cgroup is not None:
+            WATCHDOG.flush()  # told now: the move into its cgroup may wait for the kernel a while
+            if not CGROUPS.enter(cgroup, proc.pid):
+                cgroup = None
+        execution = cls(
+            spec=spec, proc=proc, loop=loop, started_at=started_at, token=token, cgroup=cgroup
+        )
+        STRAYS.begin(token, proc.pid)
         _EXECUTIONS.add(execution)
-        WATCHDOG.track(execution.pid)
         try:
             execution._attach()
         except BaseException:
@@ -227,7 +262,7 @@ class Execution:
         self._awaited = True
         try:
             await asyncio.shield(self._exit)
-            await self._clear_group()
+            await self._clear_leftovers()
             await self._drain_pipes()
         except asyncio.CancelledError:
             self._signal_group(signal.SIGKILL)
@@ -267,15 +302,50 @@ class Execution:
             self._kill_timer = self._loop.call_later(grace_s, self._signal_group, signal.SIGKILL)
 
     def _signal_group(self, signum: int) -> bool:
-        """Send signum to the whole group; False when the group no longer exists."""
+        """Send signum to the whole group, its cgroup and what it left reparented to us; False
+        when none of them is left."""
+        self._signalled = signum
+        found = self._signal_strays(signum)
+        if self._cgroup is not None and CGROUPS.signal(self._cgroup, signum):
+            found = True
         try:
             os.killpg(self.pid, signum)
         except ProcessLookupError:
-            return False
+            return found
         except PermissionError as exc:
             logger.warning("cannot signal process group %d: %s", self.pid, exc)
-            return False
+            return found
         return True
+
+    def _signal_strays(self, signum: int, pids: set[int] | None = None) -> bool:
+        """Signal strays with their process groups (not the group of a job still running)."""
+        pids = self._strays if pids is None else pids
+        if pids:
+            running = _running_leaders() - {self.pid}
+            for pid in pids:
+                signal_stray(pid, signum, spare_groups=running)
+        return bool(pids)
+
+    def _leftovers_alive(self) -> bool:
+        """Reap what exited, then tell whether anything of the job is left: in its group, in
+        its cgroup, or reparented to us (new finds get the signal sent last, if any).
+
+        Only valid once the leader is reaped (see _group_alive)."""
+        stop, unsure = STRAYS.survey(ending=self._token, exclude=_helpers())
+        found = set(stop) - self._strays
+        if found:
+            logger.info(
+                "pid %d: stopping %d process(es) its job left outside its process group: %s",
+                self.pid, len(found), " ".join(map(str, sorted(found))),
+            )  # fmt: skip
+            self._strays |= found
+            if self._signalled is not None:
+                self._signal_strays(self._signalled, found)
+        self._strays = {pid for pid in self._strays if not reap(pid)}
+        alive = self._group_alive() or bool(self._strays) or unsure
+        if self._cgroup is not None and CGROUPS.release(self._cgroup):
+            self._cgroup = None  # it was empty: kept for the next job
+        return alive or self._cgroup is not None
 
     def _group_alive(self) -> bool:
         """Reap exited members we own, then tell whether any member is left.
@@ -289,24 +359,25 @@ class Execution:
             return False
         return True
 
-    async def _until_group_gone(self, *, timeout_s: float) -> bool:
+    async def _until_gone(self, *, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         delay_s = _POLL_FIRST_S
-        while self._group_alive():
+        while self._leftovers_alive():
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, _POLL_MAX_S)
         return True
 
-    async def _clear_group(self) -> None:
-        """After the leader exited: stop what it left in its group (SIGTERM, grace, SIGKILL)."""
-        if not self._group_alive():
+    async def _clear_leftovers(self) -> None:
+        """After the leader exited: stop what it left behind, in its group, its cgroup or
+        reparented to us after leaving the group (SIGTERM, grace, SIGKILL)."""
+        if not self._leftovers_alive():
             return
-        logger.debug("pid %d exited; stopping what is left in its process group", self.pid)
+        logger.debug("pid %d exited; stopping what its job left", self.pid)
         self._stop_group()
-        if not await self._until_group_gone(timeout_s=self._spec.kill_grace_s + _SETTLE_S):
-            logger.warning("process group %d still has members after SIGKILL", self.pid)
+        if not await self._until_gone(timeout_s=self._spec.kill_grace_s + _SETTLE_S):
+            logger.warning("job of pid %d still has processes after SIGKILL", self.pid)
 
     async def _drain_pipes(self) -> None:
         pending = [c.eof for c in (self._out, self._err) if not c.eof.done()]
@@ -318,11 +389,14 @@ class Execution:
 
     async def _reap_after_kill(self) -> None:
         await asyncio.shield(self._exit)
-        if not await self._until_group_gone(timeout_s=_SETTLE_S):
-            logger.warning("process group %d still has members after SIGKILL", self.pid)
+        if not await self._until_gone(timeout_s=_SETTLE_S):
+            logger.warning("job of pid %d still has processes after SIGKILL", self.pid)
 
     def _close(self) -> None:
         WATCHDOG.untrack(self.pid)
+        STRAYS.end(self._token)
+        if self._cgroup is not None:
+            CGROUPS.remove(self._cgroup)
         self._closed = True
         for timer in (self._timeout_timer, self._kill_timer):
             if timer is not None:
@@ -358,12 +432,12 @@ async def run(spec: ExecSpec) -> ExecResult:
     return await execution.wait()
 
 
-def _spawn(spec: ExecSpec) -> subprocess.Popen[bytes]:
+def _spawn(spec: ExecSpec, token: str) -> subprocess.Popen[bytes]:
     if not spec.argv:
         raise SpawnError("cannot start a job with an empty command")
-    env = None if spec.env is None else dict(spec.env)
+    env = ENVIRONMENT.for_job(spec.env, job_id=spec.job_id, token=token)
     try:
-        executable = _find_on_path(spec.argv[0], env)
+        executable = _find_on_path(spec.argv[0], spec.env)
         try:
             return _popen(spec, env, executable)
         except FileNotFoundError:
@@ -378,7 +452,7 @@ def _spawn(spec: ExecSpec) -> subprocess.Popen[bytes]:
 
 
 def _popen(
-    spec: ExecSpec, env: dict[str, str] | None, executable: str | None
+    spec: ExecSpec, env: dict[bytes, bytes], executable: str | None
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         spec.argv,
@@ -429,8 +503,17 @@ def _devnull() -> int:
     return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
+# Why a start can fail for the moment only: descriptors (EMFILE, ENFILE), processes (EAGAIN),
+# memory (ENOMEM).
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
 def _spawn_error(spec: ExecSpec, exc: OSError) -> SpawnError:
     prog = spec.argv[0]
+    if exc.errno in _RESOURCE_ERRNOS:
+        return ResourceExhausted(
+            f"cannot start {prog} for lack of resources: {exc.strerror or exc}"
+        )
     if spec.cwd is not None and exc.filename == spec.cwd:
         if isinstance(exc, FileNotFoundError):
             return SpawnError(f"cannot start {prog}: working directory not found: {spec.cwd}")
@@ -578,6 +661,10 @@ class Watchdog:
             return b""
         return b"s%.6f:%.6f\nh%.6f\n" % (*self._silence, self._heard_at)
 
+    def flush(self) -> None:
+        """Tell the watchdog what changed at once, not at the end of the loop iteration."""
+        self._flush()
+
     def track(self, pgid: int) -> None:
         self._fenced.discard(pgid)  # (a group of that number, fenced once, is long gone)
         self._list(b"%d" % pgid, b"")
@@ -591,6 +678,20 @@ class Watchdog:
 
     def untrack_process(self, pid: int) -> None:
         self._unlist(b"p%d" % pid)
+
+    def watch_escapes(self, *, marker: str, cgroup: str | None) -> None:
+        """Also stop, when this process dies, every process of its jobs, in their groups or
+        not: those whose TASKRUNNER_JOB_TOKEN starts with `marker`, and all in `cgroup`. Told
+        at once, before any job starts: a job whose group it has not been told of yet (the
+        runner died within the iteration that started it) is found this way too."""
+        self._list(b"m", marker.encode())
+        if cgroup is not None:
+            self._list(b"c", os.fsencode(cgroup))
+        self.flush()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     def _list(self, name: bytes, suffix: bytes) -> None:
         self._listed[name] = b"+%s%s\n" % (name, suffix)
@@ -694,10 +795,76 @@ WATCHDOG = Watchdog()
 atexit.register(WATCHDOG.close)  # an orderly exit of any program that ran jobs reaps it too
 
 
+def _running_leaders() -> set[int]:
+    return {e.pid for e in _EXECUTIONS if e._proc.returncode is None}
+
+
+def _helpers() -> set[int]:
+    """Children of this process that are no job's: its watchdog."""
+    pid = WATCHDOG.pid
+    return set() if pid is None else {pid}
+
+
+@functools.cache
+def _before_the_first_job() -> None:
+    """Once: if this process dies, its watchdog also stops what its jobs left outside their
+    groups (by their marker, and what is in the job cgroups); if it exits, it does so itself."""
+    WATCHDOG.watch_escapes(marker=NONCE, cgroup=CGROUPS.root)
+    atexit.register(_stop_strays_at_exit)  # runs before WATCHDOG.close (registered earlier)
+
+
+def adopt_unmarked() -> None:
+    """Called by a runner process (`taskrunner run`): every child of it that is no job's
+    leader and not one it has now (the embedded Valkey) is a job's leftover, marker or not.
+    Not for programs that only embed the executor: their own children would count."""
+    STRAYS.adopt_unmarked(protect=_helpers())
+
+
+# Strays this process signalled outside a job's end (reap_strays): pid -> when first.
+_STOPPING: dict[int, float] = {}
+
+
+def stop_strays() -> int:
+    """Stop the processes left behind by jobs that have ended (see taskrunner.escapes):
+    SIGTERM with their process groups, SIGKILL from the first call after the grace. The
+    runner calls it every few seconds; a job's end stops its own at once. Returns how many."""
+    found, _ = STRAYS.survey(exclude=_helpers(), all_threads=True)
+    now, running = time.monotonic(), _running_leaders()
+    for pid in list(_STOPPING):
+        if pid not in found:
+            del _STOPPING[pid]
+    for pid in found:
+        late = now - _STOPPING.setdefault(pid, now) >= WATCHDOG.grace_s
+        signal_stray(pid, signal.SIGKILL if late else signal.SIGTERM, spare_groups=running)
+    if found:
+        logger.info(
+            "stopping %d process(es) left behind by jobs that have ended: %s",
+            len(found), " ".join(map(str, sorted(found))),
+        )  # fmt: skip
+    CGROUPS.tidy()
+    return len(found)
+
+
+def _stop_strays_at_exit() -> None:
+    """At an orderly exit: stop what ended jobs left (SIGTERM, the grace, SIGKILL), then
+    remove the job cgroups."""
+    found = set(STRAYS.survey(exclude=_helpers(), all_threads=True)[0])
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid in found:
+            signal_stray(pid, signum)
+        deadline = time.monotonic() + (WATCHDOG.grace_s if signum == signal.SIGTERM else _SETTLE_S)
+        while found and time.monotonic() < deadline:
+            time.sleep(_POLL_MAX_S)
+            found = {pid for pid in found if not reap(pid)}
+    CGROUPS.close()
+
+
 def reap_strays() -> int:
-    """Reap exited children that are no job's leader: processes that left their job's group
-    (``setsid`` daemons) and were reparented to this subreaper. Returns how many were reaped."""
-    leaders = {e.pid for e in _EXECUTIONS if e._proc.returncode is None}
+    """Stop what ended jobs left behind (`stop_strays`), and reap exited children that are no
+    job's leader: processes that left their job's group (``setsid`` daemons) and were
+    reparented to this subreaper. Returns how many were reaped."""
+    stop_strays()
+    leaders = _running_leaders()
     reaped = 0
     for pid in _zombie_children() - leaders:
         with contextlib.suppress(ChildProcessError):

@@ -31,7 +31,7 @@ from taskrunner.errors import (
     StoreRefusing,
     StoreUnavailable,
 )
-from taskrunner.executor import WATCHDOG, reap_strays
+from taskrunner.executor import WATCHDOG, adopt_unmarked, reap_strays
 from taskrunner.jobs import ChannelConfig, Job, parse_message
 from taskrunner.metrics import RunnerMetrics
 from taskrunner.rpc import new_session
@@ -128,6 +128,7 @@ class Runner:
     async def serve(self) -> None:
         """Start, wait for a stop signal, drain, stop. Raises ConfigError on startup failures."""
         loop = asyncio.get_running_loop()
+        adopt_unmarked()  # this process's children are its jobs': it is `taskrunner run`
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig)
         try:

@@ -301,6 +301,7 @@ class Store:
                 "enqueue", "claim", "finish", "hand_back", "promote", "dead_letter", "heartbeat",
                 "cancel", "retry_dead", "drop_dead", "dead_letter_take", "delete_channel", "take_batch",
                 "summary",
+                "defer",
             )
         }  # fmt: skip
         self._pending: list[tuple[ScriptCall, asyncio.Future[Any]]] = []
@@ -770,6 +771,21 @@ class Store:
             ],
         )  # fmt: skip
         return {1: HANDED_BACK, 2: "cancelled"}.get(int(done), "")
+
+    async def defer(self, claimed: Claimed, *, runner_id: str, delay_s: float, reason: str) -> str:
+        """Put back an attempt that could not start for lack of resources: `scheduled` again
+        `delay_s` from now, its attempt not counted ('deferred'); 'cancel_requested' (nothing
+        changed: record it cancelled); '' if the attempt is no longer this runner's."""
+        k, job = self.keys, claimed.job
+        due_ms = int((time.time() + delay_s) * 1000)
+        done = await self._run(
+            "defer",
+            [k.job(job.id), k.runner_jobs(runner_id), k.running(job.channel),
+             k.scheduled(job.channel)],
+            [job.id, runner_id, claimed.attempt, due_ms, reason, k.job_events,
+             k.schedule_events, job.channel],
+        )  # fmt: skip
+        return {1: "deferred", 2: "cancel_requested"}.get(int(done), "")
 
     async def cancel(self, job_id: str, *, result_ttl_s: int) -> str:
         """Cancel a job; returns its state afterwards ('running' = its runner was told)."""

@@ -5,11 +5,15 @@ in a new session, so a signal to the runner's group does not reach it) with a pi
 stdin, and writes `+PGID` when a job's process group starts, `-PGID` once it is gone (both at
 the end of the event-loop iteration, so a group that came and went within one is not mentioned),
 `+pPID:START` and `-pPID` for a single process (the embedded Valkey; START is its start time from
-/proc/PID/stat, so a reused pid is never signalled), and `gSECONDS` to change the grace. When
-the pipe reaches end of file, the runner has exited, even by SIGKILL or a crash (the kernel
-closes the pipe): every group still listed gets SIGTERM and, GRACE seconds later, SIGKILL. So a
-dead runner's job cannot overlap with its re-run, which starts a lease after the death at the
-earliest; the runner keeps GRACE below the lease.
+/proc/PID/stat, so a reused pid is never signalled), `gSECONDS` to change the grace, and, once
+before its first job, `+mNONCE` and `+cDIR`: the prefix of its jobs' TASKRUNNER_JOB_TOKEN and
+the cgroup its job cgroups are in (taskrunner/escapes.py). When the pipe reaches end of file,
+the runner has exited, even by SIGKILL or a crash (the kernel closes the pipe): every group
+still listed, every process whose environment carries a token with that prefix and every
+process in those cgroups (a job's group it was not told of yet, and what jobs left outside
+their groups) gets SIGTERM and, GRACE seconds later, SIGKILL; then the cgroups are removed. So
+a dead runner's job cannot overlap with its re-run, which starts a lease after the death at
+the earliest; the runner keeps GRACE below the lease.
 
 It also fences a runner that is alive but silent (paused by SIGSTOP, its event loop stalled, its
 heartbeat unable to run): `sSILENCE:GRACE` turns that on (`s0` off), and the runner writes
@@ -82,12 +86,15 @@ class State:
     silence_s: float = 0.0  # 0: no silence fencing
     silence_grace_s: float = 0.0
     heard_at: float = 0.0  # time.monotonic() of the latest heartbeat told
+    escapes: dict[bytes, bytes] = field(default_factory=dict)  # b"m": token prefix, b"c": cgroup
 
     def apply(self, line: bytes) -> None:
         text = line.strip()
         sign, kind = text[:1], text[1:2]
         number, _, stamp = (text[2:] if kind == b"p" else text[1:]).partition(b":")
-        if sign in (b"+", b"-") and number.isdigit():
+        if sign == b"+" and kind in (b"m", b"c"):
+            self.escapes[kind] = text[2:]
+        elif sign in (b"+", b"-") and number.isdigit():
             target = int(number) if kind == b"p" else -int(number)
             if sign == b"+":
                 self.listed[target] = stamp
@@ -174,15 +181,77 @@ def main(argv: list[str]) -> int:
     read_lines(sys.stdin.fileno(), state)
     listed = state.listed
     groups = {t for t, stamp in listed.items() if t < 0 or start_time(t) == stamp}  # no reused pid
-    if groups:  # the runner is gone: nobody will wait for these jobs or record them
+    escaped = escaped_processes(state.escapes.get(b"m"), state.escapes.get(b"c"))
+    groups |= {-pid for pid in escaped if leads_group(pid)}  # one not told yet, or a daemon's
+    escaped = outside(groups, escaped)
+    if groups or escaped:  # the runner is gone: nobody will wait for these jobs or record them
         jobs, others = sum(t < 0 for t in groups), sum(t > 0 for t in groups)
         say(
             f"taskrunner watchdog: the runner exited with {jobs} job process group(s)"
             + (f" and {others} server process(es)" if others else "")
+            + (f" and {len(escaped)} process(es) jobs left" if escaped else "")
             + f" running; stopping them (SIGTERM, SIGKILL after {state.grace_s:g} s)"
         )
-        stop_all(groups, state.grace_s)
+        stop_all(groups | escaped, state.grace_s)
+        # An environment read during an exec reads empty: one found only now goes at once.
+        signal_all(escaped_processes(state.escapes.get(b"m"), None), signal.SIGKILL)
+    if b"c" in state.escapes:
+        remove_cgroups(state.escapes[b"c"])
     return 0
+
+
+def escaped_processes(marker: bytes | None, cgroup: bytes | None) -> set[int]:
+    """Processes of the runner's jobs, in their groups or not: those whose environment carries
+    a job token that starts with `marker`, and those in the job cgroups below `cgroup`."""
+    found: set[int] = set()
+    if cgroup:
+        for directory, _, _ in os.walk(cgroup):
+            procs = os.path.join(directory, b"cgroup.procs")
+            with contextlib.suppress(OSError, ValueError), open(procs, "rb") as fh:
+                found.update(int(pid) for pid in fh.read().split())
+    if marker:
+        needle = b"\0TASKRUNNER_JOB_TOKEN=" + marker + b"-"
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                with contextlib.suppress(OSError), open(f"/proc/{entry}/environ", "rb") as fh:
+                    if needle in b"\0" + fh.read():
+                        found.add(int(entry))
+    return found
+
+
+def leads_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
+
+
+def outside(groups: set[int], pids: set[int]) -> set[int]:
+    """The pids that are not in one of the process groups (negative numbers) of `groups`."""
+    left = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if -os.getpgid(pid) not in groups:
+                left.add(pid)
+    return left
+
+
+def remove_cgroups(root: bytes) -> None:
+    """Kill what is left in the job cgroups and remove them (deepest first), and their parent."""
+    with contextlib.suppress(OSError), open(os.path.join(root, b"cgroup.kill"), "wb") as fh:
+        fh.write(b"1")
+    deadline = time.monotonic() + 1.0
+    for directory, _, _ in sorted(os.walk(root), key=lambda d: -len(d[0])):
+        while True:
+            try:
+                os.rmdir(directory)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:  # EBUSY until its killed processes are gone
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(POLL_S / 5)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -14,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 import uvloop
+from helpers import wait_until_sync
 
 from taskrunner.errors import SpawnError
 from taskrunner.executor import (
@@ -371,18 +373,21 @@ def test_killed_by_signal_error_text(on_loop: OnLoop) -> None:
     assert result.error == "killed by signal 9 (SIGKILL)"
 
 
-async def test_reap_strays_reaps_a_process_that_left_its_group(tmp_path: Path) -> None:
+async def test_a_process_that_left_its_group_is_stopped_and_reaped_with_its_job(
+    tmp_path: Path,
+) -> None:
     pidfile = tmp_path / "escaped"
-    script = f"setsid sh -c 'echo $$ > {pidfile}; sleep 0.3' & sleep 0.1"
+    script = f"setsid sh -c 'echo $$ > {pidfile}; sleep 30' & sleep 0.1"
     result = await run(ExecSpec(argv=("sh", "-c", script), kill_grace_s=0.5))
     assert result.succeeded
-    await wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
     escaped = int(pidfile.read_text())
+    assert not Path(f"/proc/{escaped}").exists()  # neither running nor a zombie
 
-    def zombie() -> bool:
-        stat = Path(f"/proc/{escaped}/stat")
-        return stat.exists() and stat.read_text().rpartition(")")[2].split()[0] == "Z"
 
-    await wait_until(zombie)  # it left the job's group, so only the subreaper can reap it
+def test_reap_strays_reaps_exited_children_that_lead_no_job() -> None:
+    child = subprocess.Popen(["true"])  # exits and stays a zombie: nobody waits for it
+    stat = Path(f"/proc/{child.pid}/stat")
+    wait_until_sync(lambda: stat.read_text().rpartition(")")[2].split()[0] == "Z")
     assert reap_strays() >= 1  # other tests of this session may have left strays too
-    assert not Path(f"/proc/{escaped}").exists()
+    assert not stat.exists()
+    child.wait()  # (its status went to reap_strays)
