@@ -4,8 +4,9 @@ every runner is drained in turn (issue 12).
 Besides the usual load, jobs that start a daemon (`sleep 300` named MARKER-daemon, so the
 orphan check finds it by its argv) and end a moment later (two of each kind run as long as the
 load, so drains stop them and hand them back), three kinds: `setsid` in the background, a double
-fork with `setsid`, and a double fork with `setsid` and `env -i` (no environment marker). One runner of three has no job cgroups (TASKRUNNER_JOB_CGROUPS=0), so
-both ways of finding them (taskrunner/escapes.py) run. Checked, besides what every scenario
+fork with `setsid`, and a double fork with `setsid` and `env -i` (no environment marker). One
+runner of three has no job cgroups (TASKRUNNER_JOB_CGROUPS=0), so both ways of finding them
+(taskrunner/escapes.py, taskrunner/cgroups.py) run. Checked, besides what every scenario
 checks: no job process alive once every job has ended, before the runners stop (and none
 after, as every scenario checks), and every daemon-leaving job succeeded.
 """

@@ -369,7 +369,7 @@ async def test_no_daemon_outlives_its_job_nor_a_drain(
     pids = {}
     for job_id, (pidfile, seconds) in running.items():
         pids[job_id] = await started_daemon(pidfile, seconds, daemons)
-        await wait_until(lambda p=pids[job_id], s=seconds: sleeping(p, s))  # type: ignore[misc]
+        await wait_until(lambda p=pids[job_id], s=seconds: sleeping(p, s))
     assert await r.stop() == 0  # SIGUSR2: the drain stops the jobs and hands them back
     for job_id, (_, seconds) in running.items():
         assert (await job(redis, job_id))["state"] == "queued"
