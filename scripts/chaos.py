@@ -1,19 +1,27 @@
 """taskrunner chaos run: faults injected on loopback, the delivery guarantees checked with figures.
 
-Six scenarios, each with its own Redis (AOF on, fsync always) and temp dir, its own `taskrunner
-run` processes (`--lease 2`), bounded in time and stopping by itself:
+Twelve scenarios, each with its own Redis (AOF on, fsync always) and temp dir, its own
+`taskrunner run` processes (`--lease 2`), bounded in time and stopping by itself (`--only`
+takes names or numbers):
 
-  1. kill       3 runners; every 2 s one gets SIGKILL and is restarted
-  2. redis      Redis restarted (SIGTERM, then started on the same AOF) twice, SIGSTOPped once
-  3. drain      SIGUSR2 drain and restart of every runner in turn, continuously
-  4. hostile    random and malformed messages mixed into the prepare queue; malformed HTTP
-                requests to every endpoint
-  5. misbehave  jobs that ignore SIGTERM, fork grandchildren, print 100 MB, close stdout early,
-                die by a signal
-  6. slowclients  runners under `ulimit -n 256`, 300 HTTP connections on each that never finish
-                their headers, opened again as fast as they are closed; /healthz probed meanwhile
-  daemons       jobs that leave daemons (setsid, a double fork, env -i) under load while every
-                runner is drained in turn, one runner without job cgroups (_chaos_daemons.py)
+  1. kill          3 runners; every 2 s one gets SIGKILL and is restarted
+  2. redis         Redis restarted (SIGTERM, then started on the same AOF) twice, SIGSTOPped once
+  3. drain         SIGUSR2 drain and restart of every runner in turn, continuously
+  4. hostile       random and malformed messages mixed into the prepare queue; malformed HTTP
+                   requests to every endpoint
+  5. misbehave     jobs that ignore SIGTERM, fork grandchildren, print 100 MB, close stdout
+                   early, die by a signal
+  6. slowclients   runners under `ulimit -n 256`, 300 HTTP connections on each that never finish
+                   their headers, opened again as fast as they are closed; /healthz probed
+  7. paused        a runner SIGSTOPped for two leases, in turn (_chaos_silence.py)
+  8. pool          150 clients long-polling one runner's /api/jobs/ID/wait (_chaos_silence.py)
+  9. redis-errors  Redis out of memory, then a 5 s BUSY script (_chaos_redis_errors.py)
+  10. dataloss     FLUSHALL mid-load (_chaos_redis_errors.py)
+  11. lifecycle    SIGUSR2, Ctrl-C to the process group and supervisor stop/start with a
+                   backlog; pushes retried with their ids while Redis is frozen
+                   (_chaos_lifecycle.py)
+  12. daemons      jobs that leave daemons (setsid, a double fork, env -i) under load while every
+                   runner is drained in turn, one runner without job cgroups (_chaos_daemons.py)
 
 Scenarios 1-3 (and, smaller, 4-5) run the same load over several channels: short jobs, some
 delayed, some in a distinct channel with dedup keys, some failing before they succeed on a retry,
