@@ -16,10 +16,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from _chaos_checks import QUIET_TIMEOUT_S, Report, wait_quiet
+from _chaos_checks import QUIET_TIMEOUT_S, Report, chaos_module, scenario_report, wait_quiet
 from _chaos_cluster import drain_in_turn, job_processes, load_with, settle
 from _chaos_jobs import plan_load
-from _chaos_silence import _chaos, _report
 
 DAEMONIZING = {  # the job script's mode: how its daemon is started
     "daemon-setsid": "setsid",
@@ -30,8 +29,8 @@ WITHOUT_CGROUPS = {0: {"TASKRUNNER_JOB_CGROUPS": "0"}}  # slot 0: markers only
 
 
 async def scenario_daemons(sizes: Any, rng: random.Random) -> Report:
-    chaos = _chaos()
-    report = _report(
+    chaos = chaos_module()
+    report = scenario_report(
         "daemons", "jobs that leave daemons, drains in turn (3 runners, one without job cgroups)"
     )
     async with chaos.scenario("daemons", report, slot_env=WITHOUT_CGROUPS) as cluster:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import itertools
 import json
 import os
@@ -37,12 +36,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
-from _chaos_checks import Report
+from _chaos_checks import Report, scenario_report
 from _harness import KEYS, redis_server, wait_http
 from helpers import free_port
 
@@ -56,11 +54,6 @@ PUSHES = 50
 FREEZE_S = 3.0
 SETTLE_TIMEOUT_S = 60.0
 RUNNER_FLAGS = ("--pidfile", "", "--drain-timeout", "20", "--kill-grace", "2", "--lease", "5")
-
-
-def _chaos() -> ModuleType:
-    main = sys.modules.get("__main__")
-    return main if hasattr(main, "SCENARIOS") else importlib.import_module("chaos")  # type: ignore[return-value]
 
 
 def cycles_for(sizes: Any) -> int:
@@ -223,8 +216,7 @@ def _supervisor_exit_code(log: Path, stops: int) -> int:
 
 async def scenario_lifecycle(sizes: Any, rng: Any) -> Report:
     cycles = cycles_for(sizes)
-    number = list(_chaos().SCENARIOS).index("lifecycle") + 1
-    report = Report(number, f"stops and restarts with a backlog: usr2, ctrl-c, supervisor, "
+    report = scenario_report("lifecycle", f"stops and restarts with a backlog: usr2, ctrl-c, supervisor, "
                             f"{cycles} each; {PUSHES} pushes while Redis is frozen")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="taskrunner-chaos-lifecycle-") as tmp:
         job_log = Path(tmp) / "jobs.log"

@@ -20,14 +20,11 @@ scenarios test the runners, not a producer's retries.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import random
-import sys
 import time
-from types import ModuleType
 from typing import Any
 
-from _chaos_checks import Report
+from _chaos_checks import Report, chaos_module, scenario_report
 from _chaos_cluster import Cluster, load_with, log
 from _chaos_jobs import CHANNELS, plan_load
 from _harness import KEYS
@@ -44,16 +41,6 @@ UNAVAILABLE_LINE = "Redis unavailable"
 LOSS_LINE = "Redis lost its data"
 
 
-def _chaos() -> ModuleType:
-    """The running chaos.py (its scenario plumbing), whether it is __main__ or imported."""
-    main = sys.modules.get("__main__")
-    return main if hasattr(main, "SCENARIOS") else importlib.import_module("chaos")  # type: ignore[return-value]
-
-
-def _report(name: str, title: str) -> Report:
-    return Report(list(_chaos().SCENARIOS).index(name) + 1, title)
-
-
 def _count_lines(cluster: Cluster, text: str) -> list[int]:
     return [
         slot.log.read_text(errors="replace").count(text) if slot.log.exists() else 0
@@ -65,9 +52,9 @@ def _count_lines(cluster: Cluster, text: str) -> list[int]:
 
 
 async def scenario_redis_errors(sizes: Any, rng: random.Random) -> Report:
-    chaos = _chaos()
+    chaos = chaos_module()
     faults = SMOKE_FAULTS if sizes.load_s < 10 else (OOM_S, BUSY_SCRIPT_S, BUSY_AFTER_MS)
-    report = _report(
+    report = scenario_report(
         "redis-errors",
         f"Redis out of memory for {faults[0]:g} s, then a {faults[1]} s BUSY script (3 runners)",
     )
@@ -115,8 +102,8 @@ def _busy(url: str, seconds: int) -> None:
 
 
 async def scenario_dataloss(sizes: Any, rng: random.Random) -> Report:
-    chaos = _chaos()
-    report = _report("dataloss", "FLUSHALL mid-load: Redis lost its data (3 runners)")
+    chaos = chaos_module()
+    report = scenario_report("dataloss", "FLUSHALL mid-load: Redis lost its data (3 runners)")
     async with chaos.scenario("dataloss", report) as cluster:
         planned = plan_load(cluster.run, sizes.jobs, rng)
         flushed: list[float] = []

@@ -17,18 +17,15 @@ Each scenario registers with one line in chaos.SCENARIOS; the scenario plumbing 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import random
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import aiohttp
-from _chaos_checks import JobLog, Report
+from _chaos_checks import JobLog, Report, chaos_module, scenario_report
 from _chaos_cluster import LEASE_S, Cluster, Kill, Slot, load_with, log
 from _chaos_jobs import Planned, plan_load
 from _harness import KEYS
@@ -40,16 +37,6 @@ POLL_WAIT_S = 2.0  # each long poll's `timeout`
 BUSY_PAUSE_S = 0.2  # a client answered 503 waits this long before it asks again
 FENCE_LINE = "taskrunner watchdog: no heartbeat for"
 DECLARED_LINE = "this runner was declared dead"
-
-
-def _chaos() -> ModuleType:
-    """The running chaos.py (its scenario plumbing), whether it is __main__ or imported."""
-    main = sys.modules.get("__main__")
-    return main if hasattr(main, "SCENARIOS") else importlib.import_module("chaos")  # type: ignore[return-value]
-
-
-def _report(name: str, title: str) -> Report:
-    return Report(list(_chaos().SCENARIOS).index(name) + 1, title)
 
 
 def _count_lines(slots: list[Slot], text: str) -> int:
@@ -69,8 +56,8 @@ class Pause:
 
 
 async def scenario_paused(sizes: Any, rng: random.Random) -> Report:
-    chaos = _chaos()
-    report = _report(
+    chaos = chaos_module()
+    report = scenario_report(
         "paused",
         f"SIGSTOP a runner for {PAUSE_S:g} s (2 leases), then SIGCONT, in turn (3 runners)",
     )
@@ -150,8 +137,8 @@ class Polls:
 
 
 async def scenario_pool(sizes: Any, rng: random.Random) -> Report:
-    chaos = _chaos()
-    report = _report(
+    chaos = chaos_module()
+    report = scenario_report(
         "pool",
         f"{POLL_CLIENTS} clients long-polling GET /api/jobs/ID/wait on one runner (2 runners)",
     )
