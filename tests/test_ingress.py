@@ -39,8 +39,10 @@ async def test_php_style_payload_runs_in_its_channel(
     await redis.lpush(QUEUE, payload.encode())
     await wait_until(out.exists, message="the PHP-style job to run")
     assert out.read_text() == "报表/日报"
-    [job_id] = await job_ids_in_state(redis, "succeeded") or [None]
-    assert job_id is not None
+    await wait_until(  # the file is written before the job's end is recorded
+        lambda: job_ids_in_state(redis, "succeeded"), message="the job to be recorded"
+    )
+    [job_id] = await job_ids_in_state(redis, "succeeded")
     record = await runner.store.get_job(job_id)
     assert record is not None
     assert record["channel"] == "biz" and record["ts"] == "1491800000"
