@@ -115,7 +115,10 @@ def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.setenv(CGROUPS_VAR, "1" if request.param == "cgroup" else "0")
     cgroups = JobCgroups()
     if request.param == "cgroup" and cgroups.root is None:
-        pytest.skip("no writable (delegated) cgroup v2 for this process: markers only here")
+        pytest.skip(
+            "job cgroups need a writable (delegated) cgroup v2 subtree, which this process does"
+            " not have; the marker fallback that runs instead is tested by the other tests here"
+        )
     monkeypatch.setattr(executor, "CGROUPS", cgroups)
     yield request.param
     cgroups.close()
@@ -314,7 +317,10 @@ def runner_env(request: pytest.FixtureRequest) -> dict[str, str]:
     probe = JobCgroups()
     try:
         if probe.root is None:
-            pytest.skip("no writable (delegated) cgroup v2 for a runner here: markers only")
+            pytest.skip(
+                "job cgroups need a writable (delegated) cgroup v2 subtree, which a runner here"
+                " does not have; the marker fallback is tested by the other tests here"
+            )
     finally:
         probe.close()
     return {}

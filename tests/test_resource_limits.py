@@ -163,7 +163,9 @@ def closed_by_peer(sock: socket.socket) -> bool:
 # -- slow HTTP clients ----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(PRLIMIT is None, reason="needs prlimit (util-linux) to lower ulimit -n")
+@pytest.mark.skipif(
+    PRLIMIT is None, reason="needs prlimit (util-linux) to lower a live runner's ulimit -n"
+)
 @pytest.mark.timeout(90)
 async def test_slow_header_connections_cannot_use_up_descriptors(child: Any) -> None:
     """300 connections that never finish their headers, under `ulimit -n 256`: the runner's
