@@ -29,7 +29,7 @@ def test_chaos_smoke_holds_every_bound() -> None:
     code, stdout, stderr = run_script(
         "chaos", "--smoke", timeout_s=SMOKE_S_PER_SCENARIO * len(SCENARIOS)
     )
-    tail = f"{stdout[-4000:]}\n{stderr[-2000:]}"
+    tail = f"{stdout[-8000:]}\n{stderr[-2000:]}"
     assert code == 0, tail
     figures = json.loads(stdout.strip().splitlines()[-1])
     assert figures["scenarios"] == len(SCENARIOS), tail
