@@ -54,6 +54,11 @@ CONNECTION_ERRORS: Final = (redis_errors.ConnectionError, redis_errors.TimeoutEr
 REQUEST_CONNECTIONS: Final = 64
 PING_TIMEOUT_S: Final = 10.0  # start-up: a Redis that takes the connection but never answers
 POOL_EXHAUSTED_ERRORS: Final = (redis_errors.MaxConnectionsError,)
+# Of a request store's connections, long polls may hold all but these with their subscriptions
+# (a poll past that is refused at once, like any request finding the pool empty): the rest
+# serve the polls' own reads of the record and every other request.
+WAIT_HEADROOM: Final = 16
+WAIT_READ_TRIES: Final = 25  # a poll's read of the record, retried every 20 ms if the pool is full
 
 
 class ServerBusyError(redis_errors.ResponseError):
@@ -308,6 +313,7 @@ class Store:
         self._flusher: asyncio.Task[None] | None = None
         self._beat_client: aioredis.Redis | None = None  # from the first heartbeat
         self._children: list[Store] = []
+        self._waits: asyncio.Semaphore | None = None  # a request store's long-poll slots
 
     @classmethod
     def from_url(cls, url: str, *, keys: Keys = Keys()) -> Store:
@@ -350,6 +356,7 @@ class Store:
         child = Store(
             _sibling(self.redis, max_connections=max_connections), keys=self.keys, url=self.url
         )
+        child._waits = asyncio.Semaphore(max(1, max_connections - WAIT_HEADROOM))
         self._children.append(child)
         return child
 
@@ -808,11 +815,21 @@ class Store:
         return _text(state)
 
     async def wait_final(self, job_id: str, *, timeout_s: float) -> dict[str, str] | None:
-        """The job's record once it is final (woken by pub/sub, not by polling), or None."""
-        async with self.subscribe(self.keys.job_events) as pubsub:
+        """The job's record once it is final (woken by pub/sub, not by polling), or None.
+
+        A subscription holds a connection and each wake-up reads the record on another: on a
+        request store, at most its pool less WAIT_HEADROOM polls are let in (the others fail at
+        once, as POOL_EXHAUSTED_ERRORS), so one that got in is not failed by the polls after it."""
+        slots = self._waits
+        if slots is not None and slots.locked():
+            raise redis_errors.MaxConnectionsError("Too many connections (long polls)")
+        async with (
+            slots or contextlib.nullcontext(),
+            self.subscribe(self.keys.job_events) as pubsub,
+        ):
             deadline = time.monotonic() + timeout_s
             while True:
-                record = await self.get_job(job_id)
+                record = await self._read_for_wait(job_id)
                 if record is None or JobState(record.get("state", "queued")).is_final:
                     return record
                 while (remaining := deadline - time.monotonic()) > 0:
@@ -823,6 +840,15 @@ class Store:
                         break
                 else:
                     return record
+
+    async def _read_for_wait(self, job_id: str) -> dict[str, str] | None:
+        """`get_job` for a poll that holds its slot: a full pool frees up within moments."""
+        for _ in range(WAIT_READ_TRIES - 1):
+            try:
+                return await self.get_job(job_id)
+            except POOL_EXHAUSTED_ERRORS:
+                await asyncio.sleep(0.02)
+        return await self.get_job(job_id)
 
     async def retry_dead(self, job_id: str) -> Admission:
         """Queue a dead job again; status 'ok', 'duplicate', 'nochan', 'missing' or its state."""

@@ -148,7 +148,8 @@ async def test_pushed_job_appears_runs_and_finishes_without_reload(
     await open_dashboard(page, runner)
     await page.evaluate("window.__sameDocument = true")
 
-    await page.fill("#push-task", "sleep 0.8")
+    # Long enough that a loaded machine's page still sees it running.
+    await page.fill("#push-task", "sleep 3")
     await page.select_option("#push-channel", "biz")
     await page.click("#push-submit")
     pushed = page.locator("#push-result button")
@@ -159,7 +160,7 @@ async def test_pushed_job_appears_runs_and_finishes_without_reload(
     await page.wait_for_selector(job_row("jobs", job_id, "running"))
     await page.wait_for_selector(job_row("jobs", job_id, "succeeded"))  # told by the stream
     cells = await page.locator(job_row("jobs", job_id)).locator("td").all_text_contents()
-    assert cells[2:6] == ["biz", "sleep 0.8", "1", "0"], cells  # channel, command, attempt, exit
+    assert cells[2:6] == ["biz", "sleep 3", "1", "0"], cells  # channel, command, attempt, exit
     assert await page.locator(job_row("running", job_id)).count() == 0
 
     # A job pushed by someone else (a producer on Redis) shows up as well.

@@ -289,7 +289,14 @@ async def test_sigterm_while_redis_hangs_during_start_up_stops_the_runner_at_onc
     a = procs.spawn("a")
     redis_server.pause()
     try:
-        await asyncio.sleep(1.0)  # the runner is in its first Redis call now, or about to be
+        # Once the runner catches SIGTERM it is at its first Redis call, or about to be (a
+        # fixed sleep was too short for Python's start-up on a loaded machine).
+        await wait_until(
+            lambda: _catches(a.pid, signal.SIGTERM),
+            timeout_s=20,
+            message="the runner to catch SIGTERM",
+        )
+        await asyncio.sleep(0.3)
         a.send(signal.SIGTERM)
         began = time.monotonic()
         assert await a.wait_exit(timeout_s=10) == 0, a.log()
@@ -442,3 +449,12 @@ async def test_a_dead_job_s_id_pushed_again_answers_the_dead_job_and_never_overw
     _, dead = await http(runner, "GET", "/api/dead-jobs")
     assert [(j["id"], j["state"]) for j in dead["jobs"]] == [("d1", "dead")]
     assert runs.read_text().split() == ["run", "run"]  # the two attempts of the first push only
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` has a handler for `sig` (its SigCgt mask in /proc)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
