@@ -4,20 +4,18 @@ and the report with its bounds."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import redis.asyncio as aioredis
-from _chaos_cluster import LEASE_S, Cluster, Kill, Slot
-from _chaos_jobs import Planned
-from _harness import (
+
+from scripts._chaos_cluster import LEASE_S, Cluster, Kill, Slot
+from scripts._chaos_jobs import Planned
+from scripts._harness import (
     FINAL,
     KEYS,
     percentile,
@@ -302,14 +300,3 @@ def recovery_times(kills: Sequence[Kill], jobs: JobLog) -> list[tuple[float, str
             if start is not None and not (held_again and held_again[0] < start):
                 times.append((start - kill.at, job_id))
     return times
-
-
-def chaos_module() -> ModuleType:
-    """The running chaos.py (its scenario plumbing), whether it is __main__ or imported."""
-    main = sys.modules.get("__main__")
-    return main if hasattr(main, "SCENARIOS") else importlib.import_module("chaos")  # type: ignore[return-value]
-
-
-def scenario_report(name: str, title: str) -> Report:
-    """The Report of the scenario registered as `name` in chaos.SCENARIOS (its number)."""
-    return Report(list(chaos_module().SCENARIOS).index(name) + 1, title)

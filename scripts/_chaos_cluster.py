@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from _chaos_jobs import CHANNELS, Planned, Run
-from _harness import (
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from scripts._chaos_jobs import CHANNELS, Planned, Run
+from scripts._harness import (
     KEYS,
     RedisServer,
     free_port,
@@ -25,10 +29,6 @@ from _harness import (
     stop_process,
     wait_http,
 )
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from taskrunner.executor import _zombie_children
 from taskrunner.jobs import ChannelConfig
 

@@ -26,7 +26,8 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 import uvloop
-from _harness import (
+
+from scripts._harness import (
     KEYS,
     final_events,
     free_port,
@@ -36,7 +37,6 @@ from _harness import (
     runner_process,
     wait_http,
 )
-
 from taskrunner.executor import ExecSpec, Execution
 from taskrunner.jobs import ChannelConfig, Job
 from taskrunner.store import Store

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, wait_state
-from helpers import free_port, wait_until
 from redis.exceptions import DataError
 
 from taskrunner.jobs import ChannelConfig, job_from_fields
 from taskrunner.store import CONNECTION_ERRORS, Store
+from tests.support.net import free_port
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 

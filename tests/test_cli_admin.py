@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, wait_state
-from helpers import free_port, wait_until
 
 from taskrunner.jobs import ChannelConfig
+from tests.support.net import free_port
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import RedisServer, free_port, server_binary, wait_until, wait_until_sync
 from redis import Redis as SyncRedis
 
 from taskrunner.embedded import EmbeddedRedis, valkey_binary
 from taskrunner.errors import ConfigError
+from tests.support.net import free_port
+from tests.support.redis_servers import RedisServer, server_binary
+from tests.support.waiting import wait_until, wait_until_sync
 
 
 def test_aof_survives_a_graceful_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

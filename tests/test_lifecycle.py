@@ -20,12 +20,14 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import RedisServer, free_port, wait_until, wait_until_sync
 from redis import Redis as SyncRedis
 
 from taskrunner.embedded import EmbeddedRedis
 from taskrunner.jobs import ChannelConfig, Job, JobState
 from taskrunner.store import Store
+from tests.support.net import free_port
+from tests.support.redis_servers import RedisServer
+from tests.support.waiting import wait_until, wait_until_sync
 
 
 async def queued(store: Store, channel: str, *ids: str) -> None:
@@ -239,7 +241,7 @@ def test_a_sigkilled_runner_leaves_valkey_running_and_the_next_start_attaches(
 
 # -- stops and restarts of `taskrunner run` on a shared Redis ------------------------------------
 
-from test_process import Runners, q, sh, wait_state  # noqa: E402
+from tests.test_process import Runners, q, sh, wait_state  # noqa: E402
 
 
 @pytest.fixture
@@ -327,10 +329,10 @@ async def test_a_drain_while_redis_hangs_ends_in_time_and_reports_what_happened(
 
 # -- pushing is safe to retry --------------------------------------------------------------------
 
-from harness import RunnerHarness, http  # noqa: E402
-from harness import wait_state as harness_wait_state  # noqa: E402
-
 from taskrunner.service import PUSH_DEADLINE_S  # noqa: E402
+from tests.support.http import http  # noqa: E402
+from tests.support.runners import RunnerHarness  # noqa: E402
+from tests.support.runners import wait_state as harness_wait_state  # noqa: E402
 
 
 @pytest.mark.asyncio

@@ -17,11 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, http, wait_state
-from helpers import free_port, wait_until
 
 from taskrunner.channel import OUTPUT_LOG_LINES
 from taskrunner.logs import BatchingHandler, JsonFormatter, TextFormatter
+from tests.support.http import http
+from tests.support.net import free_port
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 BIN_DIR = Path(sys.executable).parent
 JOB_CONTEXT = ("job_id", "channel", "attempt")

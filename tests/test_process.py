@@ -27,9 +27,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import RedisServer, free_port, wait_until
 
 from taskrunner.aio import cancel_and_wait
+from tests.support.net import free_port
+from tests.support.redis_servers import RedisServer
+from tests.support.waiting import wait_until
 
 BIN_DIR = Path(sys.executable).parent
 STOP_TIMEOUT_S = 15.0

@@ -26,8 +26,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, http
-from helpers import HOST, free_port, wait_until
 
 from taskrunner.api.app import CONNECTIONS
 from taskrunner.api.connections import ConnectionGuard, connection_cap
@@ -38,6 +36,10 @@ from taskrunner.errors import ConfigError
 from taskrunner.jobs import SPLIT_CACHE_BYTES, split_command
 from taskrunner.runner import Runner
 from taskrunner.store import DEAD_LETTER_RAW_BYTES, Keys, utf8_prefix
+from tests.support.http import http
+from tests.support.net import HOST, free_port
+from tests.support.runners import RunnerHarness
+from tests.support.waiting import wait_until
 
 KEYS = Keys()
 BIN_DIR = Path(sys.executable).parent

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, wait_state
-from helpers import wait_until
 
 from taskrunner.jobs import ChannelConfig, JobState, job_from_fields
 from taskrunner.scheduler import Scheduler
 from taskrunner.store import Store
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 

@@ -27,8 +27,6 @@ import hypothesis
 import pytest
 import redis.asyncio as aioredis
 import requests
-from harness import RunnerHarness, http, wait_state
-from helpers import HOST, RedisServer, free_port, wait_until, wait_until_sync
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
@@ -38,6 +36,11 @@ from taskrunner.cli import run as cli_run
 from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob, NotAllowed
 from taskrunner.jobs import MAX_ARGS, MAX_DEDUP_KEY_CHARS, MAX_INTERVALS, Limits, parse_message
 from taskrunner.runner import Runner
+from tests.support.http import http
+from tests.support.net import HOST, free_port
+from tests.support.redis_servers import RedisServer
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until, wait_until_sync
 
 LIMITS = Limits()
 BIN_DIR = Path(sys.executable).parent
