@@ -75,9 +75,9 @@ class JobLog:
                 runs[job_id].append(run)
                 open_runs[job_id][pid] = run
             elif parts[0] == "end":
-                run = open_runs[parts[1]].pop(int(parts[2]), None)
-                if run is not None:
-                    run.end, run.code = _seconds(parts[3]), int(parts[4])
+                ended = open_runs[parts[1]].pop(int(parts[2]), None)
+                if ended is not None:
+                    ended.end, ended.code = _seconds(parts[3]), int(parts[4])
         for still_open in open_runs.values():
             for run in still_open.values():
                 run.reaped = reaped_at.get(run.pid)

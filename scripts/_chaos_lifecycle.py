@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -309,10 +309,16 @@ async def _until(
     deadline = time.monotonic() + timeout_s
     async with aioredis.Redis.from_url(url, decode_responses=True) as client:
         while time.monotonic() < deadline:
-            keys = await client.keys(KEYS.job("*")) if ids is None else [KEYS.job(i) for i in ids]
-            states = {}
+            keys = (
+                cast(list[str], await client.keys(KEYS.job("*")))
+                if ids is None
+                else [KEYS.job(i) for i in ids]
+            )
+            states: dict[str, str] = {}
             for key in keys:
-                states[key.rpartition(":")[2]] = await client.hget(key, "state") or ""
+                states[key.rpartition(":")[2]] = (
+                    cast(str | None, await client.hget(key, "state")) or ""
+                )
             if done(states):
                 return
             await asyncio.sleep(0.1)

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from scripts._chaos_checks import (
     QUIET_TIMEOUT_S,
@@ -107,7 +107,8 @@ async def finish(cluster: Cluster, report: Report, planned: Sequence[Planned]) -
     report.row("time to quiet after the load", f"{took:.1f} s")
     zombies = await settle(lambda: zombies_under(cluster.runner_pids()), 7.0)
     found = await records(cluster.client)
-    stats = {k.decode(): int(v) for k, v in (await cluster.client.hgetall(KEYS.stats)).items()}
+    counters = cast(dict[bytes, bytes], await cluster.client.hgetall(KEYS.stats))
+    stats = {k.decode(): int(v) for k, v in counters.items()}
     finals = await daily_finals(cluster.client)
     codes = await cluster.stop()
     orphans = await settle(lambda: len(job_processes(cluster.run.marker)), 5.0)

@@ -94,7 +94,7 @@ async def _pause(cluster: Cluster, done: asyncio.Event, pauses: list[Pause]) -> 
             continue
         pid = slot.proc.pid
         runner_id = await cluster.runner_id(pid)
-        owned = {m.decode() for m in await cluster.client.smembers(KEYS.runner_jobs(runner_id))}
+        owned = await cluster.jobs_of(runner_id)
         at = time.time()
         os.kill(pid, signal.SIGSTOP)
         log(

@@ -7,7 +7,6 @@ stop that lands while a claim is on its way), not crashes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from taskrunner.embedded import EmbeddedRedis
 from taskrunner.jobs import ChannelConfig, Job, JobState
 from taskrunner.store import Store
 from tests.support.net import free_port
+from tests.support.processes import connected_to
 from tests.support.redis_servers import RedisServer
 from tests.support.waiting import wait_until, wait_until_sync
 
@@ -291,7 +291,10 @@ async def test_sigterm_while_redis_hangs_during_start_up_stops_the_runner_at_onc
     a = procs.spawn("a")
     redis_server.pause()
     try:
-        await asyncio.sleep(1.0)  # the runner is in its first Redis call now, or about to be
+        await wait_until(
+            lambda: connected_to(a.pid, redis_server.port),
+            message="the runner to be in its first Redis call",
+        )
         a.send(signal.SIGTERM)
         began = time.monotonic()
         assert await a.wait_exit(timeout_s=10) == 0, a.log()

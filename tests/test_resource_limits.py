@@ -177,7 +177,8 @@ async def test_slow_header_connections_cannot_use_up_descriptors(child: Any) -> 
     idle = runner.fds()
     cap = NOFILE // 4  # the automatic cap: a quarter of the limit
     async with slow_clients(runner.port, 300) as socks:
-        await asyncio.sleep(0.3)  # let the runner accept what it will
+        # Not a wait for something: the window in which the runner could take more descriptors.
+        await asyncio.sleep(0.3)
         assert runner.fds() <= idle + cap + 2, runner.log()
         started = time.monotonic()
         status, body = await asyncio.to_thread(runner.request, "GET", "/status")
