@@ -8,6 +8,8 @@ import pytest
 
 from tests.support.processes import run_script
 
+pytestmark = pytest.mark.slow  # the bench smoke run: a minute or two
+
 KEYS = {
     "spawn_limit", "jobs_per_s", "ratio", "sleep_jobs_per_s", "sleep_ratio", "start_p50_ms",
     "start_p99_ms", "late_p50_ms", "late_p99_ms", "push_req_per_s", "redis_cmds_per_job",

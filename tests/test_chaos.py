@@ -9,6 +9,8 @@ import pytest
 from scripts.chaos import SCENARIOS
 from tests.support.processes import run_script
 
+pytestmark = pytest.mark.slow  # the chaos smoke run: minutes
+
 SMOKE_S_PER_SCENARIO = 30  # a smoke scenario takes about 10 s on 2 cores
 
 

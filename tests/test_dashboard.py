@@ -30,7 +30,8 @@ from tests.support.waiting import wait_until
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# slow: a browser (Playwright's chromium)
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 CHROMIUM_ENV_VAR = "TASKRUNNER_TEST_CHROMIUM"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

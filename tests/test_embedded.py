@@ -232,6 +232,7 @@ def test_a_stale_state_file_is_explained_and_a_new_server_started(
     assert f"names pid {gone.pid}, which no longer runs" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_server_that_runs_but_does_not_answer_is_explained_not_waited_for(
     tmp_path: Path,
 ) -> None:
@@ -256,6 +257,7 @@ def test_a_server_that_runs_but_does_not_answer_is_explained_not_waited_for(
         impostor.wait()
 
 
+@pytest.mark.slow
 def test_embedded_status_and_stop_commands(tmp_path: Path) -> None:
     def taskrunner(*args: str) -> subprocess.CompletedProcess[str]:
         command = [str(Path(sys.executable).parent / "taskrunner"), "embedded", *args]

@@ -36,6 +36,8 @@ from tests.support.net import free_port
 from tests.support.waiting import wait_until, wait_until_sync
 from tests.test_process import Runners, job, runners, wait_state
 
+pytestmark = pytest.mark.slow  # job processes that try to outlive their runner
+
 __all__ = ["runners"]  # the fixture: `taskrunner run` children (tests/test_process.py)
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"

@@ -25,9 +25,11 @@ from taskrunner.embedded import EmbeddedRedis
 from taskrunner.jobs import ChannelConfig, Job, JobState
 from taskrunner.store import Store
 from tests.support.net import free_port
-from tests.support.processes import connected_to
+from tests.support.processes import catches, connected_to
 from tests.support.redis_servers import RedisServer
 from tests.support.waiting import wait_until, wait_until_sync
+
+pytestmark = pytest.mark.slow  # real `taskrunner run` processes, signals and Redis outages
 
 
 async def queued(store: Store, channel: str, *ids: str) -> None:
@@ -292,8 +294,9 @@ async def test_sigterm_while_redis_hangs_during_start_up_stops_the_runner_at_onc
     redis_server.pause()
     try:
         await wait_until(
-            lambda: connected_to(a.pid, redis_server.port),
-            message="the runner to be in its first Redis call",
+            lambda: catches(a.pid, signal.SIGTERM) and connected_to(a.pid, redis_server.port),
+            timeout_s=30,  # start-up takes seconds on a loaded machine
+            message="the runner to be in its first Redis call, its stop signals handled",
         )
         a.send(signal.SIGTERM)
         began = time.monotonic()

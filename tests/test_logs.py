@@ -82,6 +82,7 @@ async def wait_state_raw(redis: aioredis.Redis, job_id: str, state: str) -> dict
     return record
 
 
+@pytest.mark.slow
 async def test_json_logs_are_one_object_a_line_with_job_context(
     json_runner: tuple[subprocess.Popen[bytes], str],
     redis: aioredis.Redis,
@@ -272,6 +273,7 @@ def test_outside_an_event_loop_each_line_is_written_at_once() -> None:
     assert stream.writes == ["one\n", "two\n"]
 
 
+@pytest.mark.slow
 def test_lines_logged_just_before_the_process_exits_are_not_lost() -> None:
     script = (
         "import asyncio, logging, sys\n"

@@ -95,6 +95,7 @@ async def test_every_documented_error_status_uses_the_error_schema(
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+@pytest.mark.slow
 async def test_live_api_conforms_to_the_document(
     runners: RunnerHarness, mode: GenerationMode
 ) -> None:
@@ -105,6 +106,7 @@ async def test_live_api_conforms_to_the_document(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 async def test_live_api_conforms_on_existing_resources(
     runners: RunnerHarness, redis: aioredis.Redis
 ) -> None:

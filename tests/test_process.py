@@ -33,6 +33,8 @@ from tests.support.net import free_port
 from tests.support.redis_servers import RedisServer
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.slow  # real `taskrunner run` processes and signals
+
 BIN_DIR = Path(sys.executable).parent
 STOP_TIMEOUT_S = 15.0
 START_TIMEOUT_S = 15.0

@@ -169,6 +169,7 @@ def closed_by_peer(sock: socket.socket) -> bool:
     PRLIMIT is None, reason="needs prlimit (util-linux) to lower a live runner's ulimit -n"
 )
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 async def test_slow_header_connections_cannot_use_up_descriptors(child: Any) -> None:
     """300 connections that never finish their headers, under `ulimit -n 256`: the runner's
     descriptors stay bounded, a normal request still gets its answer, and every slow connection
@@ -529,6 +530,7 @@ class RssPeak:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 async def test_runner_rss_stays_bounded_under_big_inputs(child: Any, redis: aioredis.Redis) -> None:
     """Whatever the limits allow, pushed through Redis and HTTP: the runner's RSS stays within
     RSS_ALLOWANCE_MB of what it was idle."""
@@ -582,7 +584,7 @@ async def _warm_up(runner: Child, redis: aioredis.Redis) -> None:
     await asyncio.to_thread(
         runner.request, "POST", "/push", body, {"Content-Type": "application/x-www-form-urlencoded"}
     )
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # not a wait for an event: the runner settles before RSS is read
 
 
 # -- input refused rather than mangled or crashed on ----------------------------------------------

@@ -33,6 +33,8 @@ from tests.support.redis_servers import RedisServer, SentinelServer
 from tests.support.runners import RunnerHarness, wait_state
 from tests.support.waiting import wait_until, wait_until_sync
 
+pytestmark = pytest.mark.slow  # a Sentinel failover
+
 SERVICE = "mymaster"
 DATA_PASSWORD = "data-node-secret-31"
 SENTINEL_PASSWORD = "sentinel-secret-47"

@@ -34,6 +34,8 @@ from tests.support.net import free_port
 from tests.support.runners import RunnerHarness, wait_state
 from tests.support.waiting import wait_until, wait_until_sync
 
+pytestmark = pytest.mark.slow  # runners paused and starved for whole leases
+
 BIN_DIR = Path(sys.executable).parent
 LEASE_S = 4.0  # the watchdog's silence fence: 3.2 s, SIGKILL 0.4 s later (runner.silence_fence)
 

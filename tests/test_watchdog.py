@@ -24,6 +24,8 @@ from taskrunner.watchdog import start_time
 from tests.support.net import free_port
 from tests.support.waiting import wait_until, wait_until_sync
 
+pytestmark = pytest.mark.slow  # the watchdog process and killed runners
+
 BIN_DIR = Path(sys.executable).parent
 WATCHDOG_FILE = str(Path(watchdog.__file__))
 

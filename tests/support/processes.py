@@ -44,3 +44,12 @@ def connected_to(pid: int, port: int) -> bool:
         if remote_port == port and fields[3] == ESTABLISHED and fields[9] in inodes:
             return True
     return False
+
+
+def catches(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler for `sig` installed (SigCgt in /proc/PID/status), so
+    a test sends a stop signal only once the program can act on it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    return False
