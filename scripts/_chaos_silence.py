@@ -10,8 +10,8 @@ pool    2 runners under load; POLL_CLIENTS clients loop on `GET /api/jobs/ID/wai
         first one, more than its HTTP pool of Redis connections. Checked: every wait answers
         200 or 503, and no runner is ever declared lost (its heartbeat has its own connection).
 
-Each scenario registers with one line in chaos.SCENARIOS; the scenario plumbing (`scenario`,
-`finish`) is chaos.py's, imported when a scenario runs.
+Each scenario has its name in _chaos_scenario.SCENARIO_NAMES and its function in chaos.SCENARIOS;
+the scenario plumbing (`scenario`, `finish`) comes from _chaos_scenario.py.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ ensure_venv() {
         "$python" -m venv .venv
     fi
     if [[ ! -e $stamp || pyproject.toml -nt $stamp ]]; then
-        echo "==> pip install -e '$target'" >&2
+        local shown=$target
+        [[ $target == *'['* ]] && shown="'$target'"  # as typed in a shell: .[test] quoted
+        echo "==> pip install -e $shown" >&2
         .venv/bin/pip install --quiet -e "$target"
         touch "$stamp"
     fi
