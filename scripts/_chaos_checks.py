@@ -4,20 +4,18 @@ and the report with its bounds."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import redis.asyncio as aioredis
-from _chaos_cluster import LEASE_S, Cluster, Kill, Slot
-from _chaos_jobs import Planned
-from _harness import (
+
+from scripts._chaos_cluster import LEASE_S, Cluster, Kill, Slot
+from scripts._chaos_jobs import Planned
+from scripts._harness import (
     FINAL,
     KEYS,
     percentile,
@@ -77,9 +75,9 @@ class JobLog:
                 runs[job_id].append(run)
                 open_runs[job_id][pid] = run
             elif parts[0] == "end":
-                run = open_runs[parts[1]].pop(int(parts[2]), None)
-                if run is not None:
-                    run.end, run.code = _seconds(parts[3]), int(parts[4])
+                ended = open_runs[parts[1]].pop(int(parts[2]), None)
+                if ended is not None:
+                    ended.end, ended.code = _seconds(parts[3]), int(parts[4])
         for still_open in open_runs.values():
             for run in still_open.values():
                 run.reaped = reaped_at.get(run.pid)
@@ -302,14 +300,3 @@ def recovery_times(kills: Sequence[Kill], jobs: JobLog) -> list[tuple[float, str
             if start is not None and not (held_again and held_again[0] < start):
                 times.append((start - kill.at, job_id))
     return times
-
-
-def chaos_module() -> ModuleType:
-    """The running chaos.py (its scenario plumbing), whether it is __main__ or imported."""
-    main = sys.modules.get("__main__")
-    return main if hasattr(main, "SCENARIOS") else importlib.import_module("chaos")  # type: ignore[return-value]
-
-
-def scenario_report(name: str, title: str) -> Report:
-    """The Report of the scenario registered as `name` in chaos.SCENARIOS (its number)."""
-    return Report(list(chaos_module().SCENARIOS).index(name) + 1, title)

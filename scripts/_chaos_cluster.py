@@ -10,13 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import redis.asyncio as aioredis
-from _chaos_jobs import CHANNELS, Planned, Run
-from _harness import (
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from scripts._chaos_jobs import CHANNELS, Planned, Run
+from scripts._harness import (
     KEYS,
     RedisServer,
     free_port,
@@ -25,10 +30,6 @@ from _harness import (
     stop_process,
     wait_http,
 )
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from taskrunner.executor import _zombie_children
 from taskrunner.jobs import ChannelConfig
 
@@ -128,9 +129,14 @@ class Cluster:
         return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
 
     async def runner_id(self, pid: int) -> str:
-        members = await self.client.zrange(KEYS.runners, 0, -1)
+        members = cast(list[bytes], await self.client.zrange(KEYS.runners, 0, -1))
         found = [m.decode() for m in members if f":{pid}:" in m.decode()]
         return found[0] if found else ""
+
+    async def jobs_of(self, runner_id: str) -> set[str]:
+        """The ids of the jobs the runner holds right now (its set in Redis)."""
+        members = cast(set[bytes], await self.client.smembers(KEYS.runner_jobs(runner_id)))
+        return {m.decode() for m in members}
 
     async def kill(self, slot: Slot) -> None:
         """SIGKILL the slot's runner, note what it held, start a new one in its place."""
@@ -140,7 +146,7 @@ class Cluster:
         at = time.time()
         slot.proc.kill()
         slot.proc.wait()
-        owned = {m.decode() for m in await self.client.smembers(KEYS.runner_jobs(runner_id))}
+        owned = await self.jobs_of(runner_id)
         self.kills.append(Kill(at, runner_id, owned))
         with (self.run.workdir / "faults.log").open("a") as faults:
             faults.write(f"{at:.6f} SIGKILL {runner_id} holding {' '.join(sorted(owned))}\n")
@@ -271,7 +277,7 @@ async def drain_in_turn(cluster: Cluster, done: asyncio.Event) -> None:
 
 async def load_with(
     cluster: Cluster, items: Sequence[Planned | bytes], load_s: float,
-    fault: Callable[[asyncio.Event], Awaitable[None]] | None = None,
+    fault: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None,
 ) -> None:  # fmt: skip
     """Push the load while `fault` runs; the fault stops once everything is pushed."""
     done = asyncio.Event()

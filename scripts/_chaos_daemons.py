@@ -14,11 +14,11 @@ after, as every scenario checks), and every daemon-leaving job succeeded.
 from __future__ import annotations
 
 import random
-from typing import Any
 
-from _chaos_checks import QUIET_TIMEOUT_S, Report, chaos_module, scenario_report, wait_quiet
-from _chaos_cluster import drain_in_turn, job_processes, load_with, settle
-from _chaos_jobs import plan_load
+from scripts._chaos_checks import QUIET_TIMEOUT_S, Report, wait_quiet
+from scripts._chaos_cluster import drain_in_turn, job_processes, load_with, settle
+from scripts._chaos_jobs import plan_load
+from scripts._chaos_scenario import Sizes, finish, scenario, scenario_report
 
 DAEMONIZING = {  # the job script's mode: how its daemon is started
     "daemon-setsid": "setsid",
@@ -28,12 +28,11 @@ DAEMONIZING = {  # the job script's mode: how its daemon is started
 WITHOUT_CGROUPS = {0: {"TASKRUNNER_JOB_CGROUPS": "0"}}  # slot 0: markers only
 
 
-async def scenario_daemons(sizes: Any, rng: random.Random) -> Report:
-    chaos = chaos_module()
+async def scenario_daemons(sizes: Sizes, rng: random.Random) -> Report:
     report = scenario_report(
         "daemons", "jobs that leave daemons, drains in turn (3 runners, one without job cgroups)"
     )
-    async with chaos.scenario("daemons", report, slot_env=WITHOUT_CGROUPS) as cluster:
+    async with scenario("daemons", report, slot_env=WITHOUT_CGROUPS) as cluster:
         planned = plan_load(cluster.run, sizes.jobs // 3, rng)
         daemonizing = [
             cluster.run.job(f"{mode}-{i}", mode, mode=mode, chan="chaos-a",
@@ -47,7 +46,7 @@ async def scenario_daemons(sizes: Any, rng: random.Random) -> Report:
         await wait_quiet(cluster, QUIET_TIMEOUT_S)  # every job has ended: none may have left one
         left = await settle(lambda: len(job_processes(cluster.run.marker)), 5.0)
         report.at_most("job processes alive once every job ended", left, 0)
-        outcome = await chaos.finish(cluster, report, mixed)
+        outcome = await finish(cluster, report, mixed)
         for mode, how in DAEMONIZING.items():
             jobs = [p for p in daemonizing if p.kind == mode]
             ended = sum(outcome["records"].get(p.id, {}).get("state") == b"succeeded" for p in jobs)

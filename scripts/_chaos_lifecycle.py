@@ -36,15 +36,16 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import redis.asyncio as aioredis
-from _chaos_checks import Report, scenario_report
-from _harness import KEYS, redis_server, wait_http
-from helpers import free_port
 
+from scripts._chaos_checks import Report
+from scripts._chaos_scenario import Sizes, scenario_report
+from scripts._harness import KEYS, redis_server, wait_http
 from taskrunner.embedded import EmbeddedRedis
+from tests.support.net import free_port
 
 BIN = Path(sys.executable).parent
 CHANNELS = {"one": 1, "five": 5}  # channel -> worker count
@@ -56,7 +57,7 @@ SETTLE_TIMEOUT_S = 60.0
 RUNNER_FLAGS = ("--pidfile", "", "--drain-timeout", "20", "--kill-grace", "2", "--lease", "5")
 
 
-def cycles_for(sizes: Any) -> int:
+def cycles_for(sizes: Sizes) -> int:
     """Stops per way of stopping: 20 in a full run, 7 in --quick (21 in all), 1 in --smoke."""
     return 20 if sizes.jobs >= 10000 else 7 if sizes.jobs >= 3000 else 1
 
@@ -214,7 +215,7 @@ def _supervisor_exit_code(log: Path, stops: int) -> int:
 # -- the scenario ---------------------------------------------------------------------------------
 
 
-async def scenario_lifecycle(sizes: Any, rng: Any) -> Report:
+async def scenario_lifecycle(sizes: Sizes, rng: Any) -> Report:
     cycles = cycles_for(sizes)
     report = scenario_report("lifecycle", f"stops and restarts with a backlog: usr2, ctrl-c, supervisor, "
                             f"{cycles} each; {PUSHES} pushes while Redis is frozen")  # fmt: skip
@@ -308,10 +309,16 @@ async def _until(
     deadline = time.monotonic() + timeout_s
     async with aioredis.Redis.from_url(url, decode_responses=True) as client:
         while time.monotonic() < deadline:
-            keys = await client.keys(KEYS.job("*")) if ids is None else [KEYS.job(i) for i in ids]
-            states = {}
+            keys = (
+                cast(list[str], await client.keys(KEYS.job("*")))
+                if ids is None
+                else [KEYS.job(i) for i in ids]
+            )
+            states: dict[str, str] = {}
             for key in keys:
-                states[key.rpartition(":")[2]] = await client.hget(key, "state") or ""
+                states[key.rpartition(":")[2]] = (
+                    cast(str | None, await client.hget(key, "state")) or ""
+                )
             if done(states):
                 return
             await asyncio.sleep(0.1)

@@ -22,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
 
-from _chaos_checks import Report, chaos_module, scenario_report
-from _chaos_cluster import Cluster, load_with, log
-from _chaos_jobs import CHANNELS, plan_load
-from _harness import KEYS
 from redis import Redis as SyncRedis
 
+from scripts._chaos_checks import Report
+from scripts._chaos_cluster import Cluster, load_with, log
+from scripts._chaos_jobs import CHANNELS, plan_load
+from scripts._chaos_scenario import Sizes, finish, scenario, scenario_report
+from scripts._harness import KEYS
 from taskrunner.jobs import ChannelConfig
 
 OOM_S = 3.0  # longer than the lease (2 s): no runner may be declared lost for it
@@ -51,19 +51,18 @@ def _count_lines(cluster: Cluster, text: str) -> list[int]:
 # -- redis-errors ----------------------------------------------------------------------------
 
 
-async def scenario_redis_errors(sizes: Any, rng: random.Random) -> Report:
-    chaos = chaos_module()
+async def scenario_redis_errors(sizes: Sizes, rng: random.Random) -> Report:
     faults = SMOKE_FAULTS if sizes.load_s < 10 else (OOM_S, BUSY_SCRIPT_S, BUSY_AFTER_MS)
     report = scenario_report(
         "redis-errors",
         f"Redis out of memory for {faults[0]:g} s, then a {faults[1]} s BUSY script (3 runners)",
     )
-    async with chaos.scenario("redis-errors", report) as cluster:
+    async with scenario("redis-errors", report) as cluster:
         planned = plan_load(cluster.run, sizes.jobs, rng)
         await load_with(
             cluster, planned, sizes.load_s, lambda _: _refusals(cluster, sizes.load_s, *faults)
         )
-        await chaos.finish(cluster, report, planned)
+        await finish(cluster, report, planned)
         met = _count_lines(cluster, UNAVAILABLE_LINE)
         report.row("runners' 'Redis unavailable' lines", sum(met))
         report.row("runners that met the refusals", sum(n > 0 for n in met), ok=all(met))
@@ -101,22 +100,21 @@ def _busy(url: str, seconds: int) -> None:
 # -- dataloss --------------------------------------------------------------------------------
 
 
-async def scenario_dataloss(sizes: Any, rng: random.Random) -> Report:
-    chaos = chaos_module()
+async def scenario_dataloss(sizes: Sizes, rng: random.Random) -> Report:
     report = scenario_report("dataloss", "FLUSHALL mid-load: Redis lost its data (3 runners)")
-    async with chaos.scenario("dataloss", report) as cluster:
+    async with scenario("dataloss", report) as cluster:
         planned = plan_load(cluster.run, sizes.jobs, rng)
         flushed: list[float] = []
         await load_with(cluster, planned, sizes.load_s, lambda _: _flush(cluster, sizes, flushed))
         after = [p for p in planned if p.pushed_at > flushed[0]]
         report.row("jobs pushed before the flush (gone with the data)", len(planned) - len(after))
-        await chaos.finish(cluster, report, after)  # "lost" counts a dead-lettered one too
+        await finish(cluster, report, after)  # "lost" counts a dead-lettered one too
         losses = _count_lines(cluster, LOSS_LINE)
         report.row("runners that logged the data loss (once each)", losses, ok=losses == [1] * 3)
     return report
 
 
-async def _flush(cluster: Cluster, sizes: Any, flushed: list[float]) -> None:
+async def _flush(cluster: Cluster, sizes: Sizes, flushed: list[float]) -> None:
     """FLUSHALL at a third of the load; the operator re-creates the scenario's channels (not
     the default one: the runners must)."""
     await asyncio.sleep(sizes.load_s / 3)

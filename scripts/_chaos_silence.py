@@ -10,8 +10,8 @@ pool    2 runners under load; POLL_CLIENTS clients loop on `GET /api/jobs/ID/wai
         first one, more than its HTTP pool of Redis connections. Checked: every wait answers
         200 or 503, and no runner is ever declared lost (its heartbeat has its own connection).
 
-Each scenario registers with one line in chaos.SCENARIOS; the scenario plumbing (`scenario`,
-`finish`) is chaos.py's, imported when a scenario runs.
+Each scenario has its name in _chaos_scenario.SCENARIO_NAMES and its function in chaos.SCENARIOS;
+the scenario plumbing (`scenario`, `finish`) comes from _chaos_scenario.py.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
-from _chaos_checks import JobLog, Report, chaos_module, scenario_report
-from _chaos_cluster import LEASE_S, Cluster, Kill, Slot, load_with, log
-from _chaos_jobs import Planned, plan_load
-from _harness import KEYS
+
+from scripts._chaos_checks import JobLog, Report
+from scripts._chaos_cluster import LEASE_S, Cluster, Kill, Slot, load_with, log
+from scripts._chaos_jobs import Planned, plan_load
+from scripts._chaos_scenario import Sizes, finish, scenario, scenario_report
+from scripts._harness import KEYS
 
 PAUSE_S = 2 * LEASE_S  # long enough for the others to declare the paused runner lost
 PAUSE_EVERY_S = 1.0  # between one runner's SIGCONT and the next one's SIGSTOP
@@ -55,17 +56,16 @@ class Pause:
     until: float  # just after SIGCONT
 
 
-async def scenario_paused(sizes: Any, rng: random.Random) -> Report:
-    chaos = chaos_module()
+async def scenario_paused(sizes: Sizes, rng: random.Random) -> Report:
     report = scenario_report(
         "paused",
         f"SIGSTOP a runner for {PAUSE_S:g} s (2 leases), then SIGCONT, in turn (3 runners)",
     )
-    async with chaos.scenario("paused", report) as cluster:
+    async with scenario("paused", report) as cluster:
         planned = plan_load(cluster.run, sizes.jobs, rng)
         pauses: list[Pause] = []
         await load_with(cluster, planned, sizes.load_s, lambda done: _pause(cluster, done, pauses))
-        outcome = await chaos.finish(cluster, report, planned)
+        outcome = await finish(cluster, report, planned)
         late = _outlived_lease(outcome["log"], pauses)
         report.row("runners paused past their lease", len(pauses))
         report.row(
@@ -94,7 +94,7 @@ async def _pause(cluster: Cluster, done: asyncio.Event, pauses: list[Pause]) -> 
             continue
         pid = slot.proc.pid
         runner_id = await cluster.runner_id(pid)
-        owned = {m.decode() for m in await cluster.client.smembers(KEYS.runner_jobs(runner_id))}
+        owned = await cluster.jobs_of(runner_id)
         at = time.time()
         os.kill(pid, signal.SIGSTOP)
         log(
@@ -136,13 +136,12 @@ class Polls:
     disconnects: int = 0
 
 
-async def scenario_pool(sizes: Any, rng: random.Random) -> Report:
-    chaos = chaos_module()
+async def scenario_pool(sizes: Sizes, rng: random.Random) -> Report:
     report = scenario_report(
         "pool",
         f"{POLL_CLIENTS} clients long-polling GET /api/jobs/ID/wait on one runner (2 runners)",
     )
-    async with chaos.scenario("pool", report, n_runners=2) as cluster:
+    async with scenario("pool", report, n_runners=2) as cluster:
         planned = plan_load(cluster.run, sizes.jobs // 2, rng)
         polls = Polls()
         port = cluster.slots[0].port
@@ -152,7 +151,7 @@ async def scenario_pool(sizes: Any, rng: random.Random) -> Report:
             sizes.load_s,
             lambda done: _long_polls(cluster, port, planned, done, polls),
         )
-        await chaos.finish(cluster, report, planned)
+        await finish(cluster, report, planned)
         answers = polls.answers
         report.row(
             "long polls answered 200 / 503", f"{answers.get(200, 0):,} / {answers.get(503, 0):,}"

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from _chaos_checks import Report
-from _chaos_cluster import Cluster, log
+
+from scripts._chaos_checks import Report
+from scripts._chaos_cluster import Cluster, log
 
 NOFILE = 256  # the runners' `ulimit -n`: the issue's report
 SLOW_PER_RUNNER = 300

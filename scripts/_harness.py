@@ -1,8 +1,8 @@
 """What scripts/bench.py and scripts/chaos.py share: their own Redis server, `taskrunner run`
 child processes, the job events feed, and small measurements (RSS, percentiles).
 
-Imported as a sibling module (`import _harness`): both scripts run as `python scripts/NAME.py`,
-which puts scripts/ on sys.path. The Redis server class comes from tests/helpers.py.
+Both scripts run as modules from the project root (`python -m scripts.NAME`, as scripts/NAME
+does); the Redis server class comes from tests/support/redis_servers.py.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
+from taskrunner.store import Keys
+from tests.support.net import free_port
+from tests.support.redis_servers import RedisServer, server_binary
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from helpers import RedisServer, free_port, server_binary  # noqa: E402
-
-from taskrunner.store import Keys  # noqa: E402
 
 __all__ = [
     "FINAL",

@@ -131,7 +131,7 @@ def job_fields(channels: Sequence[str], *, nearly_valid: bool) -> st.SearchStrat
     spoil = st.sampled_from(sorted(fields)).flatmap(
         lambda k: st.fixed_dictionaries({k: fields[k].invalid})
     )
-    unspoiled = st.just({})
+    unspoiled: st.SearchStrategy[dict[str, Any]] = st.just({})
     spoiled = st.tuples(valid, st.one_of(spoil, unspoiled, unspoiled)).map(
         lambda p: {**p[0], **p[1]}
     )

@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import redis.asyncio as aioredis
 import uvloop
-from _harness import (
+
+from scripts._harness import (
     KEYS,
     final_events,
     free_port,
@@ -36,7 +37,6 @@ from _harness import (
     runner_process,
     wait_http,
 )
-
 from taskrunner.executor import ExecSpec, Execution
 from taskrunner.jobs import ChannelConfig, Job
 from taskrunner.store import Store
@@ -178,7 +178,7 @@ async def start_times(client: aioredis.Redis, ids: Sequence[str]) -> dict[str, f
     stamps = {}
     for job_id in ids:
         out = await client.hget(KEYS.job(job_id), "stdout")
-        stamps[job_id] = float(out)
+        stamps[job_id] = float(cast(bytes, out))
     return stamps
 
 
@@ -282,7 +282,7 @@ async def fill_queue(store: Store, port: int, channel: str, n: int) -> None:
     this phase take a minute; the memory is the same."""
     probe = Job(id="q0", task="echo 0", channel=channel, created_at=time.time())
     await store.enqueue(probe, runner_id="bench")
-    record = await store.redis.hgetall(KEYS.job("q0"))
+    record = cast(dict[bytes, bytes], await store.redis.hgetall(KEYS.job("q0")))
     assert record[b"state"] == b"queued", record
     fixed = [item for f, v in record.items() if f not in (b"id", b"task") for item in (f, v)]
     queue = KEYS.queue(channel).encode()

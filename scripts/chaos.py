@@ -8,7 +8,7 @@ takes names or numbers):
   2. redis         Redis restarted (SIGTERM, then started on the same AOF) twice, SIGSTOPped once
   3. drain         SIGUSR2 drain and restart of every runner in turn, continuously
   4. hostile       random and malformed messages mixed into the prepare queue; malformed HTTP
-                   requests to every endpoint
+                   requests to every endpoint (_chaos_hostile.py)
   5. misbehave     jobs that ignore SIGTERM, fork grandchildren, print 100 MB, close stdout
                    early, die by a signal
   6. slowclients   runners under `ulimit -n 256`, 300 HTTP connections on each that never finish
@@ -38,170 +38,50 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
-import secrets
-import shutil
-import signal
 import sys
-import tempfile
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import quote
 
-import _chaos_daemons
-import _chaos_lifecycle
-import _chaos_redis_errors
-import _chaos_silence
-import _chaos_slow
-import aiohttp
 import uvloop
-from _chaos_checks import (
+
+from scripts import (
+    _chaos_daemons,
+    _chaos_hostile,
+    _chaos_lifecycle,
+    _chaos_redis_errors,
+    _chaos_silence,
+    _chaos_slow,
+)
+from scripts._chaos_checks import (
     CAPTURE_BYTES,
-    QUIET_TIMEOUT_S,
-    RSS_BOUND_MB,
     JobLog,
     Report,
-    check_jobs,
-    daily_finals,
-    records,
-    runner_log_errors,
-    wait_quiet,
 )
-from _chaos_cluster import (
-    Cluster,
+from scripts._chaos_cluster import (
     drain_in_turn,
-    job_processes,
     kill_every,
     load_with,
     log,
     redis_outages,
-    settle,
-    zombies_under,
 )
-from _chaos_jobs import CHANNELS, DEFAULT_CHANNELS, Planned, Run, plan_load
-from _harness import (
-    FINAL,
-    KEYS,
-    redis_server,
-    wait_http,
+from scripts._chaos_jobs import plan_load
+from scripts._chaos_scenario import (
+    FULL,
+    KEEP_LOGS,
+    QUICK,
+    SCENARIO_NAMES,
+    SMOKE,
+    Sizes,
+    finish,
+    scenario,
 )
-from _hostile import RAW_REQUESTS, HostileMessages, Request, hostile_messages, http_requests
+from taskrunner.executor import _become_subreaper
 
-from taskrunner.executor import _become_subreaper, _zombie_children
-
-KEEP_LOGS = "TASKRUNNER_CHAOS_KEEP_LOGS"  # set (--keep-logs): keep every scenario's logs
 SIGNALS = ("SEGV", "KILL", "ABRT", "USR1", "HUP")  # how misbehaving jobs end themselves
-
-
-@dataclass(frozen=True)
-class Sizes:
-    jobs: int  # jobs of the load in scenarios 1-3
-    load_s: float  # seconds the load is pushed over (faults go on meanwhile)
-    hostile: int  # hostile prepare-queue messages (scenario 4)
-    http: int  # hostile HTTP requests (scenario 4)
-    misbehaving: int  # jobs of each misbehaving kind (scenario 5)
-    spew: int  # jobs printing 100 MB (scenario 5)
-    redis_stop_s: float  # how long Redis is SIGSTOPped (scenario 2)
-
-
-SMOKE = Sizes(jobs=200, load_s=4, hostile=300, http=150, misbehaving=2, spew=1, redis_stop_s=3)
-QUICK = Sizes(jobs=3000, load_s=15, hostile=3000, http=1000, misbehaving=8, spew=3, redis_stop_s=10)
-FULL = Sizes(
-    jobs=10000, load_s=40, hostile=10000, http=3000, misbehaving=20, spew=6, redis_stop_s=10
-)
-
-
-# -- one scenario --------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def scenario(
-    name: str, report: Report, n_runners: int = 3, **options: Any
-) -> AsyncIterator[Cluster]:
-    """A temp dir, a Redis with AOF on, the channels, and `n_runners` runners (`options` go to
-    `Cluster`); torn down after, the logs kept if a bound was broken."""
-    with tempfile.TemporaryDirectory(prefix=f"taskrunner-chaos-{name}-") as tmp:
-        run = Run(name, Path(tmp), f"chaos-{name}-{secrets.token_hex(4)}")
-        run.prepare()
-        with redis_server(Path(tmp) / "redis", appendonly=True) as server:
-            cluster = Cluster(run, server, n_runners, **options)
-            await cluster.start()
-            failed = True
-            try:
-                yield cluster
-                failed = bool(report.violations)
-            finally:
-                await cluster.stop()
-                if failed or os.environ.get(KEEP_LOGS):
-                    keep_logs(run)
-                for pid in job_processes(run.marker):  # never leave one behind
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-
-
-def keep_logs(run: Run) -> None:
-    """Copy the runners' logs, the job log and Redis's log somewhere that outlives the temp dir."""
-    kept = Path(tempfile.mkdtemp(prefix=f"taskrunner-chaos-{run.name}-logs-"))
-    with contextlib.suppress(OSError):
-        shutil.copy(run.workdir / "redis" / "server.log", kept / "redis.log")
-    for path in run.workdir.glob("*.log"):
-        shutil.copy(path, kept / path.name)
-    log(f"logs of scenario {run.name}: {kept}")
-
-
-async def finish(cluster: Cluster, report: Report, planned: Sequence[Planned]) -> dict[str, Any]:
-    """Wait for quiet, stop the runners, and check what every scenario must show. Returns the
-    job records (for scenario-specific checks)."""
-    for slot in cluster.slots:  # a runner restarted just now must be up before it is stopped
-        await wait_http(slot.port)
-    took = await wait_quiet(cluster, QUIET_TIMEOUT_S)
-    report.row("time to quiet after the load", f"{took:.1f} s")
-    zombies = await settle(lambda: zombies_under(cluster.runner_pids()), 7.0)
-    found = await records(cluster.client)
-    stats = {k.decode(): int(v) for k, v in (await cluster.client.hgetall(KEYS.stats)).items()}
-    finals = await daily_finals(cluster.client)
-    codes = await cluster.stop()
-    orphans = await settle(lambda: len(job_processes(cluster.run.marker)), 5.0)
-    jobs = JobLog.read(cluster.run.log, cluster.health.reaped_at)
-    check_jobs(report, planned, found, stats, jobs, cluster)
-    stuck = sum(r.get("state", b"").decode() not in FINAL for r in found.values())
-    report.at_most("jobs not in a final state (stuck)", stuck, 0)
-    final_count = len(found) - stuck
-    report.row(
-        "final states recorded (daily counters)",
-        finals,
-        f"{final_count:,}",
-        ok=finals == final_count,
-    )
-    report.at_most("concurrent duplicates observed", len(jobs.overlaps), 0)
-    report.violations += [
-        f"scenario {report.number}: ran twice at once: {o}" for o in jobs.overlaps[:5]
-    ]
-    report.at_most("orphan processes after the run", orphans, 0)
-    report.at_most("zombies left under runners", zombies, 0)
-    report.at_most("zombies left under the harness", len(_zombie_children()), 0)
-    report.row("orphans of killed runners reaped", cluster.health.adopted)
-    report.at_most("runner RSS max", cluster.health.rss_max_mb, RSS_BOUND_MB, " MB")
-    crashes = cluster.health.crashes + [
-        f"exit code {c} on stop/drain" for c in [*cluster.drains, *codes] if c
-    ]
-    report.at_most("runner crashes / bad exit codes", len(crashes), 0)
-    report.violations += [f"scenario {report.number}: {c}" for c in crashes[:5]]
-    tracebacks, errors = runner_log_errors(cluster.slots)
-    report.at_most("tracebacks in runner logs", tracebacks, 0)
-    for line in errors:
-        report.row("  runner ERROR line", line)
-    report.figures.update(
-        concurrent_duplicates=len(jobs.overlaps), orphans=orphans, stuck=stuck,
-    )  # fmt: skip
-    return {"records": found, "stats": stats, "log": jobs}
 
 
 # -- the scenarios -------------------------------------------------------------------------------
@@ -246,182 +126,6 @@ async def scenario_drain(sizes: Sizes, rng: random.Random) -> Report:
         report.row("runners drained and restarted", len(cluster.drains))
         await finish(cluster, report, planned)
     return report
-
-
-async def scenario_hostile(sizes: Sizes, rng: random.Random) -> Report:
-    report = Report(4, "hostile input: prepare queue and HTTP (3 runners)")
-    known = [*DEFAULT_CHANNELS, *CHANNELS]
-    log(f"drawing {sizes.hostile:,} hostile messages and {sizes.http:,} HTTP requests (hypothesis)")
-    hostile = await asyncio.to_thread(
-        hostile_messages, sizes.hostile, channels=known, default_channel="default",
-        seed=rng.randrange(2**32), id_prefix="h-",
-    )  # fmt: skip
-    requests = await asyncio.to_thread(
-        http_requests, sizes.http, channels=known, seed=rng.randrange(2**32), id_prefix="w-"
-    )
-    async with scenario("hostile", report) as cluster:
-        planned = plan_load(cluster.run, sizes.jobs // 3, rng, contended=False)
-        mixed: list[Planned | bytes] = [*planned, *hostile.raw]
-        rng.shuffle(mixed)
-        http = asyncio.create_task(send_hostile_http(cluster, requests))
-        await load_with(cluster, mixed, sizes.load_s)
-        answers = await http
-        report.figures["refused_planned"] = 0
-        outcome = await finish(cluster, report, planned)
-        check_hostile(report, hostile, answers, outcome, {p.id for p in planned})
-    return report
-
-
-UNPARSEABLE_METHODS = frozenset({"FOO"})  # aiohttp's parser knows the standard ones only
-
-
-@dataclass
-class Answers:
-    """What the runners answered to hostile HTTP requests."""
-
-    statuses: Counter[int] = field(default_factory=Counter)
-    server_errors: list[str] = field(default_factory=list)
-    no_answer: list[str] = field(default_factory=list)
-    created: set[str] = field(default_factory=set)  # job ids of accepted requests
-    refused: int = 0  # requests refused as duplicates of live jobs
-    unsendable: int = 0  # requests aiohttp's client refuses to send
-    closed: int = 0  # connections closed on a method the server cannot parse
-
-
-async def send_hostile_http(cluster: Cluster, requests: Sequence[Request]) -> Answers:
-    answers = Answers()
-    ports = [s.port for s in cluster.slots]
-    queue = list(enumerate(requests))
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
-
-        async def worker() -> None:
-            while queue:
-                i, request = queue.pop()
-                await send_one(session, ports[i % len(ports)], request, answers)
-
-        await asyncio.gather(*(worker() for _ in range(16)))
-    raws = enumerate(RAW_REQUESTS * 2)
-    await asyncio.gather(*(send_raw(ports[i % len(ports)], raw, answers) for i, raw in raws))
-    return answers
-
-
-async def send_one(
-    session: aiohttp.ClientSession, port: int, request: Request, answers: Answers
-) -> None:
-    url = f"http://127.0.0.1:{port}{request.path}"
-    what = f"{request.method} {request.path[:80]} {request.headers} {(request.body or b'')[:80]!r}"
-    try:
-        data: Any = request.body if request.form is None else _form(request.form)
-        async with session.request(
-            request.method, url, params=request.query, headers=request.headers, data=data,
-            skip_auto_headers=("Content-Type",) if "Content-Type" in request.headers else (),
-        ) as response:  # fmt: skip
-            body = await response.read()
-    except ValueError:  # the client itself refuses to send it (e.g. a control character)
-        answers.unsendable += 1
-        return
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        if request.method in UNPARSEABLE_METHODS:  # 400 and close, maybe before the body is sent
-            answers.closed += 1
-        else:
-            answers.no_answer.append(f"{what}: {exc!r}")
-        return
-    answers.statuses[response.status] += 1
-    if response.status >= 500:
-        answers.server_errors.append(f"{response.status} {what}: {body[:200]!r}")
-    elif response.status < 300 and request.creates:
-        try:
-            _note_created(request.creates, body, answers)
-        except (ValueError, KeyError, TypeError):
-            answers.server_errors.append(
-                f"unreadable {response.status} answer to {what}: {body[:200]!r}"
-            )
-    elif response.status == 409 and request.creates == "native" and b"duplicate_of" in body:
-        answers.refused += 1
-
-
-def _form(fields: dict[str, str]) -> aiohttp.FormData:
-    """A multipart body (aiohttp's client cannot send a non-ASCII field name: quoted)."""
-    form = aiohttp.FormData()
-    for name, value in fields.items():
-        form.add_field(name if name.isascii() else quote(name), value)
-    form.add_field("upload", b"\x00\x01", filename="x.bin")
-    return form
-
-
-def _note_created(api: str, body: bytes, answers: Answers) -> None:
-    data = json.loads(body)
-    if api == "kingtask" and isinstance(data, str):
-        answers.created.add(data)
-    elif api == "native":
-        answers.created.add(data["id"])
-    elif api == "push" and data["data"]["result"]:
-        answers.created.add(data["data"]["id"])
-    elif api == "push":
-        answers.refused += 1
-
-
-async def send_raw(port: int, payload: bytes, answers: Answers) -> None:
-    """A request malformed at the protocol level: any answer but a 5xx is fine."""
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError as exc:
-        answers.no_answer.append(f"raw {payload[:40]!r}: cannot connect: {exc}")
-        return
-    try:
-        writer.write(payload)
-        await writer.drain()
-        status = await asyncio.wait_for(reader.readline(), 3)  # some wait for a body: none comes
-    except (OSError, TimeoutError):
-        status = b""
-    finally:
-        writer.close()
-    if status.startswith(b"HTTP/1.1 5") or status.startswith(b"HTTP/1.0 5"):
-        answers.server_errors.append(f"raw {payload[:60]!r}: {status!r}")
-    elif status[:5] == b"HTTP/":
-        answers.statuses[int(status.split()[1])] += 1
-
-
-def check_hostile(
-    report: Report, hostile: HostileMessages, answers: Answers, outcome: dict[str, Any],
-    planned_ids: set[str],
-) -> None:  # fmt: skip
-    found: dict[str, Any] = outcome["records"]
-    stats = outcome["stats"]
-    report.row(
-        "hostile messages pushed (valid / invalid)",
-        f"{len(hostile.raw):,} ({hostile.valid:,} / {hostile.invalid:,})",
-    )
-    dead = stats.get("dead_letters", 0)
-    report.row(
-        "dead-lettered", dead, f"== invalid: {hostile.invalid:,}", ok=dead == hostile.invalid
-    )
-    hostile_jobs = len(set(found) - planned_ids - answers.created)
-    refused = stats.get("refused", 0) - answers.refused
-    unaccounted = hostile.valid - hostile_jobs - refused
-    report.row("valid hostile messages: jobs + refused duplicates", f"{hostile_jobs:,} + {refused:,}",
-               f"== valid: {hostile.valid:,}", ok=unaccounted == 0)  # fmt: skip
-    report.figures["lost"] = report.figures.get("lost", 0) + max(0, unaccounted)
-    report.row(
-        "HTTP requests (2xx / 4xx / 5xx)",
-        _status_summary(answers.statuses),
-        note=f"{answers.unsendable} the client would not send, {answers.closed} unknown"
-        " methods answered by closing the connection",
-    )
-    report.at_most("HTTP 5xx answers", len(answers.server_errors), 0)
-    report.at_most("HTTP requests with no answer", len(answers.no_answer), 0)
-    report.row("jobs created through hostile HTTP", len(answers.created))
-    report.violations += [
-        f"scenario 4: {e}" for e in (answers.server_errors + answers.no_answer)[:8]
-    ]
-
-
-def _status_summary(statuses: Counter[int]) -> str:
-    classes = Counter[int]()
-    for status, n in statuses.items():
-        classes[status // 100] += n
-    return f"{sum(statuses.values()):,} ({classes[2]:,} / {classes[4]:,} / {classes[5]:,})"
 
 
 MISBEHAVING = {  # mode: (what, message fields, sleep s)
@@ -500,20 +204,26 @@ async def scenario_slowclients(sizes: Sizes, rng: random.Random) -> Report:
 
 
 # Scenario name -> its function; `--only` takes names or their 1-based numbers in this order.
-SCENARIOS: dict[str, Any] = {
-    "kill": scenario_kill,
-    "redis": scenario_redis,
-    "drain": scenario_drain,
-    "hostile": scenario_hostile,
-    "misbehave": scenario_misbehave,
-    "slowclients": scenario_slowclients,
-    "paused": _chaos_silence.scenario_paused,
-    "pool": _chaos_silence.scenario_pool,
-    "redis-errors": _chaos_redis_errors.scenario_redis_errors,
-    "dataloss": _chaos_redis_errors.scenario_dataloss,
-    "lifecycle": _chaos_lifecycle.scenario_lifecycle,
-    "daemons": _chaos_daemons.scenario_daemons,
-}
+SCENARIOS: dict[str, Callable[[Sizes, random.Random], Awaitable[Report]]] = dict(
+    zip(
+        SCENARIO_NAMES,  # the same order: a scenario's number is its place there
+        (
+            scenario_kill,
+            scenario_redis,
+            scenario_drain,
+            _chaos_hostile.scenario_hostile,
+            scenario_misbehave,
+            scenario_slowclients,
+            _chaos_silence.scenario_paused,
+            _chaos_silence.scenario_pool,
+            _chaos_redis_errors.scenario_redis_errors,
+            _chaos_redis_errors.scenario_dataloss,
+            _chaos_lifecycle.scenario_lifecycle,
+            _chaos_daemons.scenario_daemons,
+        ),
+        strict=True,
+    )
+)
 
 
 # -- the run -------------------------------------------------------------------------------------

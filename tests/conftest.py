@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness
-from helpers import SERVER_KINDS, RedisServer, ServerKind, server_binary
 from redis import Redis as SyncRedis
+
+from tests.support.redis_servers import SERVER_KINDS, RedisServer, ServerKind, server_binary
+from tests.support.runners import RunnerHarness
 
 KIND_ENV_VAR = "TASKRUNNER_TEST_REDIS"
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, wait_state
-from helpers import free_port, wait_until
 from redis.exceptions import DataError
 
 from taskrunner.jobs import ChannelConfig, job_from_fields
 from taskrunner.store import CONNECTION_ERRORS, Store
+from tests.support.net import free_port
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -55,7 +56,7 @@ async def test_a_burst_is_routed_in_batches_in_order(
 ) -> None:
     runner = await runners.start()
     await runner.store.create_channel(ChannelConfig(name="burst", worker_count=1))
-    await asyncio.sleep(1.2)  # the channel reaches the runner
+    await wait_until(lambda: "burst" in runner.workers, message="the channel to reach the runner")
     log = tmp_path / "order"
     messages = [
         json.dumps({"task": "sh", "args": ["-c", f"echo {n} >> {log}"], "chan": "burst"})

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_script
+
+from tests.support.processes import run_script
+
+pytestmark = pytest.mark.slow  # the bench smoke run: a minute or two
 
 KEYS = {
     "spawn_limit", "jobs_per_s", "ratio", "sleep_jobs_per_s", "sleep_ratio", "start_p50_ms",

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, wait_state
-from helpers import wait_until
 
 from taskrunner.errors import JobNotFound
 from taskrunner.jobs import ChannelConfig
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 

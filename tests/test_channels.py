@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, http, log_lines, wait_state
-from helpers import RedisServer, server_binary, wait_until
 
 from taskrunner.config import Settings
 from taskrunner.jobs import ChannelConfig
 from taskrunner.store import Store
+from tests.support.http import http
+from tests.support.redis_servers import RedisServer, server_binary
+from tests.support.runners import RunnerHarness, log_lines, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 

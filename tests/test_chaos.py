@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
-from helpers import run_script
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+from scripts.chaos import SCENARIOS
+from tests.support.processes import run_script
+
+pytestmark = pytest.mark.slow  # the chaos smoke run: minutes
+
 SMOKE_S_PER_SCENARIO = 30  # a smoke scenario takes about 10 s on 2 cores
-
-
-def scenario_names() -> list[str]:
-    """The scenarios scripts/chaos.py runs when none is named (its SCENARIOS)."""
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    return list(importlib.import_module("chaos").SCENARIOS)
-
-
-SCENARIOS = scenario_names()
 
 
 @pytest.mark.timeout(SMOKE_S_PER_SCENARIO * len(SCENARIOS) + 10)

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, wait_state
-from helpers import free_port, wait_until
 
 from taskrunner.jobs import ChannelConfig
+from tests.support.net import free_port
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -69,6 +70,7 @@ async def cli(redis_url: str, *args: str) -> Ran:
     return ran
 
 
+@pytest.mark.slow
 async def test_queue_update_pause_resume_delete(
     runners: RunnerHarness, redis_url: str, tmp_path: Path
 ) -> None:
@@ -129,6 +131,7 @@ async def test_queue_update_pause_resume_delete(
     assert "jobs" not in names and "default" in names
 
 
+@pytest.mark.slow
 async def test_dead_jobs_and_dead_letters(
     runners: RunnerHarness, redis: aioredis.Redis, redis_url: str
 ) -> None:
@@ -197,6 +200,7 @@ async def test_dead_jobs_and_dead_letters(
     assert not_dead.code == 1 and "is succeeded, not dead" in not_dead.error()
 
 
+@pytest.mark.slow
 async def test_jobs_listing_and_push_scheduling_options(
     runners: RunnerHarness, redis_url: str
 ) -> None:
@@ -248,6 +252,7 @@ async def test_jobs_listing_and_push_scheduling_options(
     assert more.out.splitlines()[-1] == "more: taskrunner jobs --channel held --limit 1 --offset 1"
 
 
+@pytest.mark.slow
 async def test_failures_exit_with_one_line_reasons(redis_url: str) -> None:
     unreachable = f"redis://127.0.0.1:{free_port()}/0"
     results = await asyncio.gather(

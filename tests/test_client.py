@@ -7,8 +7,6 @@ import threading
 import time
 
 import pytest
-from harness import RunnerHarness, wait_state
-from helpers import free_port
 
 from taskrunner import BlockingClient, Client, DuplicateJob, JobResult
 from taskrunner.errors import (
@@ -19,6 +17,8 @@ from taskrunner.errors import (
     TaskRunnerError,
 )
 from taskrunner.jobs import ChannelConfig, JobState
+from tests.support.net import free_port
+from tests.support.runners import RunnerHarness, wait_state
 
 pytestmark = pytest.mark.asyncio
 

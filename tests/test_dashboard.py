@@ -19,16 +19,19 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from harness import RunnerHarness, base_url, http, wait_state
-from helpers import RedisServer, wait_until
 
 from taskrunner.api import dashboard
 from taskrunner.runner import Runner
+from tests.support.http import base_url, http
+from tests.support.redis_servers import RedisServer
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# slow: a browser (Playwright's chromium)
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 CHROMIUM_ENV_VAR = "TASKRUNNER_TEST_CHROMIUM"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import RedisServer, free_port, server_binary, wait_until, wait_until_sync
 from redis import Redis as SyncRedis
 
 from taskrunner.embedded import EmbeddedRedis, valkey_binary
 from taskrunner.errors import ConfigError
+from tests.support.net import free_port
+from tests.support.redis_servers import RedisServer, server_binary
+from tests.support.waiting import wait_until, wait_until_sync
 
 
 def test_aof_survives_a_graceful_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -230,6 +232,7 @@ def test_a_stale_state_file_is_explained_and_a_new_server_started(
     assert f"names pid {gone.pid}, which no longer runs" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_server_that_runs_but_does_not_answer_is_explained_not_waited_for(
     tmp_path: Path,
 ) -> None:
@@ -254,6 +257,7 @@ def test_a_server_that_runs_but_does_not_answer_is_explained_not_waited_for(
         impostor.wait()
 
 
+@pytest.mark.slow
 def test_embedded_status_and_stop_commands(tmp_path: Path) -> None:
     def taskrunner(*args: str) -> subprocess.CompletedProcess[str]:
         command = [str(Path(sys.executable).parent / "taskrunner"), "embedded", *args]

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import free_port, wait_until, wait_until_sync
-from test_process import Runners, job, runners, wait_state
 
 from taskrunner import executor
 from taskrunner.cgroups import CGROUPS_VAR, JobCgroups
@@ -34,6 +32,11 @@ from taskrunner.escapes import EMPTY, Strays, token_of
 from taskrunner.executor import ExecSpec, Execution, run
 from taskrunner.jobs import ChannelConfig, Job
 from taskrunner.store import Store
+from tests.support.net import free_port
+from tests.support.waiting import wait_until, wait_until_sync
+from tests.test_process import Runners, job, runners, wait_state
+
+pytestmark = pytest.mark.slow  # job processes that try to outlive their runner
 
 __all__ = ["runners"]  # the fixture: `taskrunner run` children (tests/test_process.py)
 

@@ -15,7 +15,6 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 import uvloop
-from helpers import wait_until_sync
 
 from taskrunner.errors import SpawnError
 from taskrunner.executor import (
@@ -26,6 +25,7 @@ from taskrunner.executor import (
     reap_strays,
     run,
 )
+from tests.support.waiting import wait_until_sync
 
 T = TypeVar("T")
 

@@ -10,10 +10,11 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.http_exceptions import BadHttpMethod
-from harness import RunnerHarness, base_url, http, wait_state
-from helpers import wait_until
 
 from taskrunner.logs import ClientErrorFilter, configure
+from tests.support.http import base_url, http
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 

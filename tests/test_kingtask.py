@@ -16,11 +16,14 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from harness import RunnerHarness, base_url, http, wait_state
-from helpers import RedisServer, free_port, wait_until
 
 from taskrunner.jobs import ChannelConfig
 from taskrunner.runner import Runner
+from tests.support.http import base_url, http
+from tests.support.net import free_port
+from tests.support.redis_servers import RedisServer
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 

@@ -7,7 +7,6 @@ stop that lands while a claim is on its way), not crashes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -20,12 +19,17 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import RedisServer, free_port, wait_until, wait_until_sync
 from redis import Redis as SyncRedis
 
 from taskrunner.embedded import EmbeddedRedis
 from taskrunner.jobs import ChannelConfig, Job, JobState
 from taskrunner.store import Store
+from tests.support.net import free_port
+from tests.support.processes import catches, connected_to
+from tests.support.redis_servers import RedisServer
+from tests.support.waiting import wait_until, wait_until_sync
+
+pytestmark = pytest.mark.slow  # real `taskrunner run` processes, signals and Redis outages
 
 
 async def queued(store: Store, channel: str, *ids: str) -> None:
@@ -239,7 +243,7 @@ def test_a_sigkilled_runner_leaves_valkey_running_and_the_next_start_attaches(
 
 # -- stops and restarts of `taskrunner run` on a shared Redis ------------------------------------
 
-from test_process import Runners, q, sh, wait_state  # noqa: E402
+from tests.test_process import Runners, q, sh, wait_state  # noqa: E402
 
 
 @pytest.fixture
@@ -289,14 +293,11 @@ async def test_sigterm_while_redis_hangs_during_start_up_stops_the_runner_at_onc
     a = procs.spawn("a")
     redis_server.pause()
     try:
-        # Once the runner catches SIGTERM it is at its first Redis call, or about to be (a
-        # fixed sleep was too short for Python's start-up on a loaded machine).
         await wait_until(
-            lambda: _catches(a.pid, signal.SIGTERM),
-            timeout_s=20,
-            message="the runner to catch SIGTERM",
+            lambda: catches(a.pid, signal.SIGTERM) and connected_to(a.pid, redis_server.port),
+            timeout_s=30,  # start-up takes seconds on a loaded machine
+            message="the runner to be in its first Redis call, its stop signals handled",
         )
-        await asyncio.sleep(0.3)
         a.send(signal.SIGTERM)
         began = time.monotonic()
         assert await a.wait_exit(timeout_s=10) == 0, a.log()
@@ -334,10 +335,10 @@ async def test_a_drain_while_redis_hangs_ends_in_time_and_reports_what_happened(
 
 # -- pushing is safe to retry --------------------------------------------------------------------
 
-from harness import RunnerHarness, http  # noqa: E402
-from harness import wait_state as harness_wait_state  # noqa: E402
-
 from taskrunner.service import PUSH_DEADLINE_S  # noqa: E402
+from tests.support.http import http  # noqa: E402
+from tests.support.runners import RunnerHarness  # noqa: E402
+from tests.support.runners import wait_state as harness_wait_state  # noqa: E402
 
 
 @pytest.mark.asyncio
@@ -450,11 +451,3 @@ async def test_a_dead_job_s_id_pushed_again_answers_the_dead_job_and_never_overw
     assert [(j["id"], j["state"]) for j in dead["jobs"]] == [("d1", "dead")]
     assert runs.read_text().split() == ["run", "run"]  # the two attempts of the first push only
 
-
-def _catches(pid: int, sig: signal.Signals) -> bool:
-    """Whether process `pid` has a handler for `sig` (its SigCgt mask in /proc)."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("SigCgt:"):
-                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
-    return False

@@ -17,11 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, http, wait_state
-from helpers import free_port, wait_until
 
 from taskrunner.channel import OUTPUT_LOG_LINES
 from taskrunner.logs import BatchingHandler, JsonFormatter, TextFormatter
+from tests.support.http import http
+from tests.support.net import free_port
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 BIN_DIR = Path(sys.executable).parent
 JOB_CONTEXT = ("job_id", "channel", "attempt")
@@ -80,6 +82,7 @@ async def wait_state_raw(redis: aioredis.Redis, job_id: str, state: str) -> dict
     return record
 
 
+@pytest.mark.slow
 async def test_json_logs_are_one_object_a_line_with_job_context(
     json_runner: tuple[subprocess.Popen[bytes], str],
     redis: aioredis.Redis,
@@ -270,6 +273,7 @@ def test_outside_an_event_loop_each_line_is_written_at_once() -> None:
     assert stream.writes == ["one\n", "two\n"]
 
 
+@pytest.mark.slow
 def test_lines_logged_just_before_the_process_exits_are_not_lost() -> None:
     script = (
         "import asyncio, logging, sys\n"

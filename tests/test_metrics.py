@@ -9,14 +9,17 @@ from collections.abc import Mapping
 
 import aiohttp
 import redis.asyncio as aioredis
-from harness import RunnerHarness, base_url, http, wait_state
-from helpers import RedisServer, free_port, wait_until
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskrunner.metrics import RunnerMetrics
 from taskrunner.runner import Runner
 from taskrunner.store import Store
+from tests.support.http import base_url, http
+from tests.support.net import free_port
+from tests.support.redis_servers import RedisServer
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

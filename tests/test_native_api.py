@@ -12,10 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, base_url, http, wait_state
-from helpers import wait_until
 
 from taskrunner.runner import Runner
+from tests.support.http import base_url, http
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 

@@ -11,8 +11,6 @@ import pytest
 import redis.asyncio as aioredis
 import requests
 import schemathesis
-from harness import RunnerHarness, base_url, http, wait_state
-from helpers import wait_until
 from hypothesis import HealthCheck, Phase
 from openapi_spec_validator import validate
 from schemathesis import Case, GenerationMode
@@ -27,6 +25,9 @@ from schemathesis.specs.openapi.checks import (
 from taskrunner.api import kingtask
 from taskrunner.api.app import build_app
 from taskrunner.runner import Runner
+from tests.support.http import base_url, http
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -94,6 +95,7 @@ async def test_every_documented_error_status_uses_the_error_schema(
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+@pytest.mark.slow
 async def test_live_api_conforms_to_the_document(
     runners: RunnerHarness, mode: GenerationMode
 ) -> None:
@@ -104,6 +106,7 @@ async def test_live_api_conforms_to_the_document(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 async def test_live_api_conforms_on_existing_resources(
     runners: RunnerHarness, redis: aioredis.Redis
 ) -> None:

@@ -27,9 +27,13 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import RedisServer, free_port, wait_until
 
 from taskrunner.aio import cancel_and_wait
+from tests.support.net import free_port
+from tests.support.redis_servers import RedisServer
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow  # real `taskrunner run` processes and signals
 
 BIN_DIR = Path(sys.executable).parent
 STOP_TIMEOUT_S = 15.0

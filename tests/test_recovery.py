@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, make_settings
-from helpers import wait_until
 
 from taskrunner.jobs import ChannelConfig, Job
 from taskrunner.runner import Runner
 from taskrunner.store import Store
+from tests.support.runners import RunnerHarness, make_settings
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 

@@ -22,12 +22,15 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, http, wait_state
-from helpers import HOST, RedisServer, wait_until
 from redis import Redis as SyncRedis
 
 from taskrunner.runner import Runner
 from taskrunner.store import Keys
+from tests.support.http import http
+from tests.support.net import HOST
+from tests.support.redis_servers import RedisServer
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 

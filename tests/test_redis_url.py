@@ -9,14 +9,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from harness import RunnerHarness, wait_state
-from helpers import HOST, RedisServer, free_port
 from hypothesis import given
 from hypothesis import strategies as st
 
 from taskrunner.errors import ConfigError, StoreUnavailable
 from taskrunner.redis_url import parse_redis_url, redact_url
 from taskrunner.store import Store
+from tests.support.net import HOST, free_port
+from tests.support.redis_servers import RedisServer
+from tests.support.runners import RunnerHarness, wait_state
 
 # -- parsing ------------------------------------------------------------------------------------
 

@@ -26,8 +26,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, http
-from helpers import HOST, free_port, wait_until
 
 from taskrunner.api.app import CONNECTIONS
 from taskrunner.api.connections import ConnectionGuard, connection_cap
@@ -38,6 +36,10 @@ from taskrunner.errors import ConfigError
 from taskrunner.jobs import SPLIT_CACHE_BYTES, split_command
 from taskrunner.runner import Runner
 from taskrunner.store import DEAD_LETTER_RAW_BYTES, Keys, utf8_prefix
+from tests.support.http import http
+from tests.support.net import HOST, free_port
+from tests.support.runners import RunnerHarness
+from tests.support.waiting import wait_until
 
 KEYS = Keys()
 BIN_DIR = Path(sys.executable).parent
@@ -167,6 +169,7 @@ def closed_by_peer(sock: socket.socket) -> bool:
     PRLIMIT is None, reason="needs prlimit (util-linux) to lower a live runner's ulimit -n"
 )
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 async def test_slow_header_connections_cannot_use_up_descriptors(child: Any) -> None:
     """300 connections that never finish their headers, under `ulimit -n 256`: the runner's
     descriptors stay bounded, a normal request still gets its answer, and every slow connection
@@ -175,7 +178,8 @@ async def test_slow_header_connections_cannot_use_up_descriptors(child: Any) -> 
     idle = runner.fds()
     cap = NOFILE // 4  # the automatic cap: a quarter of the limit
     async with slow_clients(runner.port, 300) as socks:
-        await asyncio.sleep(0.3)  # let the runner accept what it will
+        # Not a wait for something: the window in which the runner could take more descriptors.
+        await asyncio.sleep(0.3)
         assert runner.fds() <= idle + cap + 2, runner.log()
         started = time.monotonic()
         status, body = await asyncio.to_thread(runner.request, "GET", "/status")
@@ -526,6 +530,7 @@ class RssPeak:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 async def test_runner_rss_stays_bounded_under_big_inputs(child: Any, redis: aioredis.Redis) -> None:
     """Whatever the limits allow, pushed through Redis and HTTP: the runner's RSS stays within
     RSS_ALLOWANCE_MB of what it was idle."""
@@ -579,7 +584,7 @@ async def _warm_up(runner: Child, redis: aioredis.Redis) -> None:
     await asyncio.to_thread(
         runner.request, "POST", "/push", body, {"Content-Type": "application/x-www-form-urlencoded"}
     )
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # not a wait for an event: the runner settles before RSS is read
 
 
 # -- input refused rather than mangled or crashed on ----------------------------------------------

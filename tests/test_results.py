@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, wait_state
-from helpers import wait_until
 
 from taskrunner.jobs import ChannelConfig, JobState, job_from_fields
 from taskrunner.scheduler import Scheduler
 from taskrunner.store import Store
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -55,13 +55,20 @@ async def test_two_runners_never_start_one_due_job_twice(
     await first.store.create_channel(ChannelConfig(name="both", worker_count=10))
     log = tmp_path / "runs"
     due = time.time() + 0.4
-    for n in range(30):
+    jobs = [
         await first.service.submit(
             {"task": "sh", "args": ["-c", f"echo {n} >> {log}"], "run_at": due, "channel": "both"},
             source="t",
         )
-    await wait_until(lambda: log.exists() and len(log.read_text().split()) >= 30, 10)
-    await asyncio.sleep(0.3)
+        for n in range(30)
+    ]
+    for job in jobs:
+        await wait_state(first.store, job.job_id, "succeeded")
+
+    async def nothing_left_to_run() -> bool:  # so a second start would be in the log by now
+        return await redis.exists("task:queue:both", "task:running:both") == 0
+
+    await wait_until(nothing_left_to_run, message="channel both to be empty and idle")
     assert sorted(int(n) for n in log.read_text().split()) == list(range(30))
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, wait_state
+
+from tests.support.runners import RunnerHarness, wait_state
 
 pytestmark = pytest.mark.asyncio
 

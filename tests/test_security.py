@@ -27,8 +27,6 @@ import hypothesis
 import pytest
 import redis.asyncio as aioredis
 import requests
-from harness import RunnerHarness, http, wait_state
-from helpers import HOST, RedisServer, free_port, wait_until, wait_until_sync
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
@@ -38,6 +36,11 @@ from taskrunner.cli import run as cli_run
 from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob, NotAllowed
 from taskrunner.jobs import MAX_ARGS, MAX_DEDUP_KEY_CHARS, MAX_INTERVALS, Limits, parse_message
 from taskrunner.runner import Runner
+from tests.support.http import http
+from tests.support.net import HOST, free_port
+from tests.support.redis_servers import RedisServer
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until, wait_until_sync
 
 LIMITS = Limits()
 BIN_DIR = Path(sys.executable).parent
@@ -291,6 +294,7 @@ async def run_cli(
     return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
 
+@pytest.mark.slow
 async def test_queue_update_sets_and_clears_a_channel_allowlist(redis_url: str) -> None:
     url = ["--redis-url", redis_url]
     assert (await run_cli("queue", "create", "tools", *url)).returncode == 0
@@ -429,6 +433,7 @@ def fuzz(base: str, method: str, path: str) -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 async def test_generated_requests_never_get_a_server_error(
     runners: RunnerHarness, tmp_path: Path
 ) -> None:
@@ -531,6 +536,7 @@ PASSWORD = "pw-SECRET-93aa"
 SENTINEL_PASSWORD = "sentinel-SECRET-77"
 
 
+@pytest.mark.slow
 def test_help_shows_no_secret(tmp_path: Path) -> None:
     config = tmp_path / "taskrunner.toml"
     config.write_text(f'auth_token = "{TOKEN}"\nredis_password = "{PASSWORD}"\n')
@@ -550,6 +556,7 @@ def test_help_shows_no_secret(tmp_path: Path) -> None:
             assert secret not in ran.stdout + ran.stderr, args
 
 
+@pytest.mark.slow
 def test_startup_errors_show_no_password(redis_server: RedisServer, tmp_path: Path) -> None:
     server = RedisServer(redis_server.kind, redis_server.binary, tmp_path / "s", password=PASSWORD)
     server.start()
@@ -628,6 +635,7 @@ def get(port: int, path: str, *, token: str | None = TOKEN, body: Any = None) ->
         conn.close()
 
 
+@pytest.mark.slow
 def test_no_secret_in_logs_pages_or_api(secret_runner: tuple[int, Path]) -> None:
     port, log_path = secret_runner
     status, body = get(port, "/api/jobs", body={"task": "echo visible-output", "id": "j1"})

@@ -22,14 +22,18 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, wait_state
-from helpers import HOST, RedisServer, SentinelServer, wait_until, wait_until_sync
 from redis import Redis as SyncRedis
 from redis.exceptions import ResponseError
 
 from taskrunner.client import Client
 from taskrunner.errors import StoreUnavailable
 from taskrunner.jobs import JobState
+from tests.support.net import HOST
+from tests.support.redis_servers import RedisServer, SentinelServer
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until, wait_until_sync
+
+pytestmark = pytest.mark.slow  # a Sentinel failover
 
 SERVICE = "mymaster"
 DATA_PASSWORD = "data-node-secret-31"

@@ -23,14 +23,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from harness import RunnerHarness, base_url, wait_state
-from helpers import free_port, wait_until, wait_until_sync
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskrunner import watchdog
 from taskrunner.jobs import shell_words
 from taskrunner.store import REQUEST_CONNECTIONS
+from tests.support.http import base_url
+from tests.support.net import free_port
+from tests.support.runners import RunnerHarness, wait_state
+from tests.support.waiting import wait_until, wait_until_sync
+
+pytestmark = pytest.mark.slow  # runners paused and starved for whole leases
 
 BIN_DIR = Path(sys.executable).parent
 LEASE_S = 4.0  # the watchdog's silence fence: 3.2 s, SIGKILL 0.4 s later (runner.silence_fence)

@@ -17,11 +17,14 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import free_port, wait_until, wait_until_sync
 
 from taskrunner import watchdog
 from taskrunner.executor import Watchdog
 from taskrunner.watchdog import start_time
+from tests.support.net import free_port
+from tests.support.waiting import wait_until, wait_until_sync
+
+pytestmark = pytest.mark.slow  # the watchdog process and killed runners
 
 BIN_DIR = Path(sys.executable).parent
 WATCHDOG_FILE = str(Path(watchdog.__file__))

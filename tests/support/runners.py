@@ -1,20 +1,18 @@
-"""In-process runners for tests: real Runner objects on the session's Redis server."""
+"""In-process runners for tests: real Runner objects on the session's Redis server, and waits on
+their jobs' records."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from helpers import free_port, wait_until
-
 from taskrunner.config import Settings
 from taskrunner.runner import Runner
 from taskrunner.store import Store
+from tests.support.net import free_port
+from tests.support.waiting import wait_until
 
 
 def make_settings(redis_url: str, **overrides: Any) -> Settings:
@@ -54,30 +52,6 @@ class RunnerHarness:
     async def stop_all(self) -> None:
         for runner in reversed(list(self.runners)):
             await self.stop(runner)
-
-
-def base_url(runner: Runner) -> str:
-    return f"http://{runner.settings.http_addr}"
-
-
-async def http(
-    runner: Runner,
-    method: str,
-    path: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    **kwargs: Any,
-) -> tuple[int, Any]:
-    """One request; returns (status, decoded JSON or text)."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, base_url(runner) + path, headers=headers, **kwargs) as resp,
-    ):
-        text = await resp.text()
-        try:
-            return resp.status, json.loads(text)
-        except ValueError:
-            return resp.status, text
 
 
 async def wait_state(

@@ -1,35 +1,25 @@
-"""Test helpers: real Redis/Valkey server processes, free ports, and polling instead of sleeping."""
+"""Real Redis/Valkey server processes for tests and scripts: started on a free loopback port,
+stopped, crashed, paused and restarted on demand, and Sentinels watching them."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from taskrunner.embedded import valkey_binary
+from tests.support.net import HOST, free_port
 
 ServerKind = Literal["redis", "valkey"]
 SERVER_KINDS: tuple[ServerKind, ...] = ("redis", "valkey")
-HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (chosen by the kernel)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def server_binary(kind: ServerKind) -> Path | None:
@@ -249,66 +239,3 @@ class SentinelServer(RedisServer):
         config = self.dir / "sentinel.conf"  # the sentinel rewrites it: a fresh one each start
         config.write_text(self.config_text)
         return [str(self.binary), str(config), "--sentinel"]
-
-
-async def wait_until(
-    predicate: Callable[[], object] | Callable[[], Awaitable[object]],
-    timeout_s: float = 10.0,
-    interval_s: float = 0.02,
-    message: str = "",
-) -> None:
-    """Poll `predicate` (sync or async) until it returns something truthy.
-
-    Raises AssertionError naming `message` (or the predicate) after `timeout_s`. The predicate is
-    evaluated at least once; exceptions it raises propagate.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if loop.time() >= deadline:
-            raise AssertionError(_timeout_message(predicate, timeout_s, message, result))
-        await asyncio.sleep(interval_s)
-
-
-def wait_until_sync(
-    predicate: Callable[[], object],
-    timeout_s: float = 10.0,
-    interval_s: float = 0.02,
-    message: str = "",
-) -> None:
-    """The blocking twin of `wait_until`, for sync tests and fixtures (sync predicates only)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()  # no "never awaited" warning on top of the TypeError
-            raise TypeError("wait_until_sync got an async predicate: use `await wait_until(...)`")
-        if result:
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(_timeout_message(predicate, timeout_s, message, result))
-        time.sleep(interval_s)
-
-
-def _timeout_message(predicate: object, timeout_s: float, message: str, last: object) -> str:
-    what = message or getattr(predicate, "__qualname__", repr(predicate))
-    return f"timed out after {timeout_s} s waiting for {what} (last result: {last!r})"
-
-
-def run_script(name: str, *args: str, timeout_s: float) -> tuple[int, str, str]:
-    """Run scripts/NAME.py with this interpreter: (exit code, stdout, stderr)."""
-    script = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
-    done = subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    return done.returncode, done.stdout, done.stderr
