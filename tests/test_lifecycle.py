@@ -450,4 +450,3 @@ async def test_a_dead_job_s_id_pushed_again_answers_the_dead_job_and_never_overw
     _, dead = await http(runner, "GET", "/api/dead-jobs")
     assert [(j["id"], j["state"]) for j in dead["jobs"]] == [("d1", "dead")]
     assert runs.read_text().split() == ["run", "run"]  # the two attempts of the first push only
-
