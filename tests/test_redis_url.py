@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taskrunner.errors import ConfigError, StoreUnavailable
-from taskrunner.redis_url import parse_redis_url, redact_url
 from taskrunner.store import Store
+from taskrunner.store.urls import parse_redis_url, redact_url
 
 # -- parsing ------------------------------------------------------------------------------------
 
