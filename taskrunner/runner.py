@@ -418,7 +418,7 @@ class Runner:
                 resync = True
                 self._connection_lost("ingress", backoff)
                 await backoff.wait(exc)
-            except StoreError as exc:  # e.g. OOM or a READONLY replica: retry, keep the message
+            except StoreError as exc:  # another error Redis answered: retry, keep the message
                 resync = True
                 await backoff.wait(exc)
 

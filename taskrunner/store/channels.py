@@ -16,6 +16,8 @@ log = logging.getLogger("taskrunner.store")
 
 
 class ChannelOps(StoreBase):
+    """Store operations on channels (see the module)."""
+
     async def load_channels(self) -> dict[str, ChannelConfig]:
         raw = await self.redis.hgetall(self.keys.channels)
         channels = {}

@@ -21,6 +21,8 @@ DEAD_LETTER_PAGE: Final = 100  # entries read at a time when looking for one by 
 
 
 class DeadOps(ReadOps):
+    """Store operations on dead letters and dead jobs (see the module)."""
+
     async def dead_letter(
         self, *, raw: bytes, reason: str, runner_id: str, source: str, cap: int
     ) -> int:

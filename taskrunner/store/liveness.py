@@ -13,6 +13,8 @@ from taskrunner.store.records import text
 
 
 class LivenessOps(StoreBase):
+    """Store operations on runners' liveness (see the module)."""
+
     async def _liveness(self, runner_id: str, mode: str, *args: Any) -> Any:
         keys = [self.keys.runners, self.keys.liveness]
         if mode in ("forget", "leave"):

@@ -28,6 +28,8 @@ RECENT_CAP: Final = 10000
 
 
 class QueueOps(StoreBase):
+    """Store operations along a job's way through the queues (see the module)."""
+
     async def take_message(self, runner_id: str, *, timeout_s: float) -> bytes | None:
         """Move the oldest prepare-queue message into this runner's in-flight list."""
         raw = await self.redis.blmove(

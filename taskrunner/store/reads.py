@@ -24,6 +24,8 @@ IdSource = Callable[[int, int], Awaitable[list[str]]]
 
 
 class ReadOps(StoreBase):
+    """Store reads of jobs and counts (see the module)."""
+
     async def get_job(self, job_id: str) -> dict[str, str] | None:
         record = await self.redis.hgetall(self.keys.job(job_id))
         return {text(f): text(v) for f, v in record.items()} if record else None
