@@ -15,13 +15,19 @@ import aiohttp
 
 from taskrunner.aio import wait_event
 from taskrunner.allow import check_program
-from taskrunner.errors import InvalidJob, NotAllowed, ResourceExhausted, SpawnError
+from taskrunner.errors import (
+    InvalidJob,
+    NotAllowed,
+    ResourceExhausted,
+    SpawnError,
+    StoreUnavailable,
+)
 from taskrunner.executor import WATCHDOG, ExecResult, ExecSpec, Execution
 from taskrunner.jobs import RPC, SCRIPT, ChannelConfig, Job, JobState
 from taskrunner.kinds import find_script
 from taskrunner.metrics import ChannelMetrics
 from taskrunner.rpc import RpcCall, RpcSpec
-from taskrunner.store import HANDED_BACK, UNAVAILABLE_ERRORS, Claimed, Store
+from taskrunner.store import HANDED_BACK, Claimed, Store
 
 log = logging.getLogger("taskrunner.channel")
 output_log = logging.getLogger("taskrunner.output")  # jobs' output lines (channel log_output)
@@ -151,7 +157,7 @@ class ChannelWorker:
                 claimed = await self._store.claim(
                     self.name, count=free, runner_id=self._policy.runner_id
                 )
-            except UNAVAILABLE_ERRORS as exc:
+            except StoreUnavailable as exc:
                 if not failing:  # once an outage
                     self._metrics.claim_lost()
                     log.warning(
@@ -542,7 +548,7 @@ async def _persist(
     while True:
         try:
             return await _unless_abandoned(operation(), abandon)
-        except UNAVAILABLE_ERRORS as exc:
+        except StoreUnavailable as exc:
             if abandon.is_set():
                 log.error(
                     "cannot %s: Redis unreachable (%s); another runner hands the job back"
@@ -557,7 +563,7 @@ async def _persist(
 
 async def _unless_abandoned(call: Awaitable[T], abandon: asyncio.Event) -> T:
     """Await `call`; if `abandon` is set first (a stop with Redis hung: no reply will come),
-    cancel it and raise ConnectionError, which `_persist` turns into WriteAbandoned."""
+    cancel it and raise StoreUnavailable, which `_persist` turns into WriteAbandoned."""
     task = asyncio.ensure_future(call)
     stop = asyncio.ensure_future(abandon.wait())
     try:
@@ -571,4 +577,4 @@ async def _unless_abandoned(call: Awaitable[T], abandon: asyncio.Event) -> T:
     task.cancel()
     with contextlib.suppress(BaseException):
         await task
-    raise ConnectionError("no reply from Redis before the stop's deadline")
+    raise StoreUnavailable("no reply from Redis before the stop's deadline")

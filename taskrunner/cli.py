@@ -29,7 +29,6 @@ from taskrunner.executor import WATCHDOG
 from taskrunner.pidfile import pidfile
 from taskrunner.runner import Runner
 from taskrunner.service import Service
-from taskrunner.store import Store
 
 log = logging.getLogger("taskrunner.cli")
 
@@ -254,14 +253,13 @@ def _embedded_server(data_dir: Path, port: int) -> EmbeddedRedis:
 
 
 async def _serve_async(settings: Settings, url: str) -> int:
-    store = Store.from_url(url)
-    runner = Runner(settings, store)
+    runner = Runner.from_url(settings, url)
     try:
         await runner.serve()
     except StoreUnavailable as exc:
         raise ConfigError(f"{exc} (is Redis running? set --redis-host or --redis-url)") from exc
     finally:
-        await store.close()
+        await runner.store.close()
     log.info("taskrunner stopped%s", " after an internal failure" if runner.failed else "")
     return EXIT_RUNTIME_FAILURE if runner.failed else 0
 

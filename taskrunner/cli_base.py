@@ -14,7 +14,6 @@ from taskrunner.config import redis_url_from_parts
 from taskrunner.errors import ChannelExists, Conflict, JobNotFound, TaskRunnerError
 from taskrunner.jobs import Limits
 from taskrunner.service import Service, ServiceSettings
-from taskrunner.store import Store
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,17 +83,17 @@ def fail(message: str, code: int) -> NoReturn:
 
 def with_service(opts: dict[str, Any], work: Callable[[Service], Awaitable[T]]) -> T:
     async def main() -> T:
-        store = Store.from_url(resolve_redis_url(opts))
+        settings = ServiceSettings(
+            runner_id="cli",
+            default_channel=opts.get("channel_default") or "default",
+            limits=Limits(),
+        )
+        service = Service.from_url(resolve_redis_url(opts), settings)
         try:
-            await store.ping()
-            settings = ServiceSettings(
-                runner_id="cli",
-                default_channel=opts.get("channel_default") or "default",
-                limits=Limits(),
-            )
-            return await work(Service(store, settings))
+            await service.ping()
+            return await work(service)
         finally:
-            await store.close()
+            await service.close()
 
     try:
         return asyncio.run(main())

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from taskrunner.errors import DuplicateJob, StoreUnavailable
+from taskrunner.errors import DuplicateJob, StoreRefusing, StoreUnavailable
 from taskrunner.jobs import JobState
 from taskrunner.service import Service, ServiceSettings
-from taskrunner.store import SERVER_REFUSALS, UNAVAILABLE_ERRORS, Store, unavailable_reason
 from taskrunner.views import job_view
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -97,9 +96,8 @@ class Client:
     def __init__(
         self, redis_url: str = DEFAULT_REDIS_URL, *, default_channel: str = "default"
     ) -> None:
-        self._store = Store.from_url(redis_url)
-        self._service = Service(
-            self._store, ServiceSettings(runner_id="client", default_channel=default_channel)
+        self._service = Service.from_url(
+            redis_url, ServiceSettings(runner_id="client", default_channel=default_channel)
         )
         self._closed = False
 
@@ -124,12 +122,12 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        await self._store.close()
+        await self._service.close()
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless Redis answers."""
         async with self._redis():
-            await self._store.ping()
+            await self._service.ping()
 
     async def push(
         self,
@@ -207,13 +205,13 @@ class Client:
             raise RuntimeError("this taskrunner Client is closed")
         try:
             yield
-        except UNAVAILABLE_ERRORS as exc:
-            url = self._store.url_for_logs
-            if isinstance(exc, SERVER_REFUSALS):
-                raise StoreUnavailable(
-                    f"Redis at {url} cannot serve now: {unavailable_reason(exc)}"
-                ) from exc
-            raise StoreUnavailable(f"cannot reach Redis at {url}: {exc}") from exc
+        except StoreUnavailable as exc:
+            if exc.detail is None:  # Service.ping's: it names the address already
+                raise
+            url = self._service.url_for_logs
+            if isinstance(exc, StoreRefusing):
+                raise StoreUnavailable(f"Redis at {url} cannot serve now: {exc}") from exc.__cause__
+            raise StoreUnavailable(f"cannot reach Redis at {url}: {exc.detail}") from exc.__cause__
 
 
 def _as_list(value: Sequence[Any] | str | None) -> list[Any] | str | None:

@@ -49,8 +49,31 @@ class JobNotFound(TaskRunnerError):
     """No job record with that id (never existed, or expired)."""
 
 
-class StoreUnavailable(TaskRunnerError):
-    """Redis cannot be reached."""
+class StoreError(TaskRunnerError):
+    """Redis answered a store operation with an error (a script's, a command's): not an
+    outage; the message is Redis's words."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis cannot be reached, or cannot serve now. The message says why (for a log line or
+    an HTTP 503). `detail`: what Redis or the socket said, which may name the address (None
+    when the message says it all already); `out_of_reach`: Redis could not serve this runner
+    as it cannot serve any other (down, reset, timed out, out of memory, busy, loading), so a
+    heartbeat lost to it leaves the lease standing (the watchdog's silence fence);
+    `pool_exhausted`: no free connection in this process's own pool (not Redis's fault)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: str | None = None,
+        out_of_reach: bool = True,
+        pool_exhausted: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.detail = detail
+        self.out_of_reach = out_of_reach
+        self.pool_exhausted = pool_exhausted
 
 
 class StoreRefusing(StoreUnavailable):

@@ -17,8 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from taskrunner.errors import StoreUnavailable
 from taskrunner.jobs import JobState
-from taskrunner.store import UNAVAILABLE_ERRORS, QueueCounts, Store
+from taskrunner.store import QueueCounts, Store
 
 DURATION_BUCKETS_S: Final = (
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
@@ -99,7 +100,7 @@ class RunnerMetrics:
         try:
             async with asyncio.timeout(SCRAPE_REDIS_TIMEOUT_S):
                 counts = await store.queue_counts(sorted(running))
-        except UNAVAILABLE_ERRORS:  # TimeoutError is an OSError, so a slow Redis lands here too
+        except (TimeoutError, StoreUnavailable):  # a slow Redis, or one away
             counts = None
         gauges = [*_local_gauges(running, draining=draining), *_cluster_gauges(counts)]
         return generate_latest(_Scrape(self.registry, gauges))

@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from taskrunner.aio import cancel_and_wait, wait_event
 from taskrunner.api.app import CONNECTIONS, build_app
@@ -28,6 +27,7 @@ from taskrunner.errors import (
     InvalidChannel,
     InvalidJob,
     NotAllowed,
+    StoreError,
     StoreRefusing,
     StoreUnavailable,
 )
@@ -37,16 +37,7 @@ from taskrunner.metrics import RunnerMetrics
 from taskrunner.rpc import new_session
 from taskrunner.scheduler import Scheduler
 from taskrunner.service import Service, ServiceSettings
-from taskrunner.store import (
-    DEAD_LETTER_RAW_BYTES,
-    HANDED_BACK,
-    SERVER_REFUSALS,
-    UNAVAILABLE_ERRORS,
-    Admission,
-    Store,
-    out_of_reach,
-    unavailable_reason,
-)
+from taskrunner.store import DEAD_LETTER_RAW_BYTES, HANDED_BACK, Admission, Store
 
 log = logging.getLogger("taskrunner.runner")
 
@@ -70,6 +61,12 @@ def new_runner_id() -> str:
 
 class Runner:
     """One `taskrunner run` process. `serve()` runs until a stop signal, then drains."""
+
+    @classmethod
+    def from_url(cls, settings: Settings, url: str) -> Runner:
+        """A runner on the Redis at `url` (any URL form taskrunner accepts); its store is
+        closed by the caller (`runner.store.close()`)."""
+        return cls(settings, Store.from_url(url))
 
     def __init__(self, settings: Settings, store: Store, *, runner_id: str | None = None) -> None:
         self.settings = settings
@@ -203,8 +200,6 @@ class Runner:
                 if not (reached or isinstance(exc, StoreRefusing)):
                     raise
                 await backoff.wait(exc)
-            except UNAVAILABLE_ERRORS as exc:
-                await backoff.wait(exc)
             else:
                 backoff.ok()
                 return
@@ -336,7 +331,7 @@ class Runner:
                 if restored:
                     log.info("%d unrouted messages put back on the prepare queue", restored)
                 held = await self.store.unregister_runner(self.runner_id)
-        except (TimeoutError, *UNAVAILABLE_ERRORS) as exc:
+        except (TimeoutError, StoreUnavailable) as exc:
             log.error(
                 "cannot unregister from Redis (%s): other runners hand back what this runner "
                 "held when its lease (%.1f s) expires", exc or "no reply", self.settings.lease_s,
@@ -419,11 +414,11 @@ class Runner:
                     batch = [] if raw is None else [raw]
                 await self.route_many(batch)
                 backoff.ok()
-            except UNAVAILABLE_ERRORS as exc:
+            except StoreUnavailable as exc:
                 resync = True
                 self._connection_lost("ingress", backoff)
                 await backoff.wait(exc)
-            except RedisError as exc:  # e.g. OOM or a READONLY replica: retry, keep the message
+            except StoreError as exc:  # another error Redis answered: retry, keep the message
                 resync = True
                 await backoff.wait(exc)
 
@@ -545,7 +540,7 @@ class Runner:
             try:
                 await self._sync_channels()
                 backoff.ok()
-            except UNAVAILABLE_ERRORS as exc:
+            except StoreUnavailable as exc:
                 self._connection_lost("channels", backoff)
                 await backoff.wait(exc)
 
@@ -595,18 +590,16 @@ class Runner:
         backoff = _Backoff("listen for wake-ups")
         while not self._closing:
             try:
-                async with self.store.subscribe(*handlers) as pubsub:
+                async with self.store.subscribe(*handlers) as subscription:
                     self._wake_everything()  # anything published while we were not listening
                     backoff.ok()
-                    while not self._closing and self.store.follows_primary(pubsub):
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=1.0
-                        )
-                        if message is not None:
-                            handlers[_text(message["channel"])](_text(message["data"]))
+                    while not self._closing and self.store.follows_primary(subscription):
+                        notice = await subscription.next(timeout_s=1.0)
+                        if notice is not None:
+                            handlers[notice.channel](notice.data)
                     if not self._closing:
                         log.info("Redis primary moved (Sentinel failover): subscribing again")
-            except UNAVAILABLE_ERRORS as exc:
+            except StoreUnavailable as exc:
                 self._connection_lost("events", backoff)
                 await backoff.wait(exc)
 
@@ -663,7 +656,7 @@ class Runner:
                 try:
                     alive = await self._beat(timeout_s=interval_s)
                     backoff.ok()
-                except UNAVAILABLE_ERRORS as exc:
+                except (TimeoutError, StoreUnavailable) as exc:
                     self._connection_lost("heartbeat", backoff)
                     await backoff.wait(exc)
                     continue
@@ -684,8 +677,11 @@ class Runner:
             async with asyncio.timeout(timeout_s):  # Redis hung: as out of reach as when down
                 alive = await self.store.heartbeat(self.runner_id, lease_s=self.settings.lease_s)
             self._redis_answered_at = time.monotonic()
-        except UNAVAILABLE_ERRORS as exc:
-            if out_of_reach(exc):
+        except TimeoutError:
+            WATCHDOG.heard(sent_at)
+            raise
+        except StoreUnavailable as exc:
+            if exc.out_of_reach:
                 WATCHDOG.heard(sent_at)
             raise
         if alive:
@@ -696,7 +692,7 @@ class Runner:
         """Audits in their own loop: however long one takes, the heartbeat does not wait."""
         while not self._closing:
             await asyncio.sleep(self.settings.lease_s / 5)
-            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            with contextlib.suppress(StoreUnavailable):
                 await self._audit_owned_jobs()
 
     async def _audit_owned_jobs(self) -> None:
@@ -734,7 +730,7 @@ class Runner:
             if await self.check_data_loss():
                 return True
             await self._fenced()
-        except UNAVAILABLE_ERRORS as exc:
+        except StoreUnavailable as exc:
             log.warning("heartbeat refused, and Redis unavailable to tell why (%s)", exc)
         return False
 
@@ -781,7 +777,7 @@ class Runner:
             try:
                 await self.recover_dead_runners()
                 backoff.ok()
-            except UNAVAILABLE_ERRORS as exc:
+            except StoreUnavailable as exc:
                 self._connection_lost("recovery", backoff)
                 await backoff.wait(exc)
 
@@ -842,7 +838,8 @@ class _Backoff:
 
     async def wait(self, exc: BaseException) -> None:
         if not self.failing:
-            why = unavailable_reason(exc) if isinstance(exc, SERVER_REFUSALS) else exc
+            detail = exc.detail if isinstance(exc, StoreUnavailable) else None
+            why = exc if detail is None else detail  # Redis's words, or the refusal's reason
             log.warning("Redis unavailable: cannot %s (%s); retrying with backoff", self.what, why)
         self.failing = True
         await asyncio.sleep(self.delay_s)
@@ -853,7 +850,3 @@ class _Backoff:
             log.info("Redis back: %s works again", self.what)
         self.failing = False
         self.delay_s = 0.1
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

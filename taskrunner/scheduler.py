@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable, Iterable
 
 from taskrunner.aio import wait_event
-from taskrunner.store import UNAVAILABLE_ERRORS, Store
+from taskrunner.errors import StoreUnavailable
+from taskrunner.store import Store
 
 log = logging.getLogger("taskrunner.scheduler")
 
@@ -51,7 +52,7 @@ class Scheduler:
             self._promoting = True
             try:
                 self._next_due = await self._promote_all()
-            except UNAVAILABLE_ERRORS as exc:
+            except StoreUnavailable as exc:
                 log.warning("cannot promote due jobs (%s); retry in %.1f s", exc, backoff_s)
                 await self._wait(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from taskrunner.allow import check_program, parse_patterns
-from taskrunner.errors import Conflict, InvalidChannel, InvalidJob, JobNotFound, OutcomeUnknown
+from taskrunner.errors import (
+    Conflict,
+    InvalidChannel,
+    InvalidJob,
+    JobNotFound,
+    OutcomeUnknown,
+    StoreUnavailable,
+)
 from taskrunner.jobs import (
     ChannelConfig,
     Job,
@@ -27,12 +34,28 @@ from taskrunner.jobs import (
 )
 from taskrunner.kinds import program_of
 from taskrunner.store import (
-    UNAVAILABLE_ERRORS,
+    DEAD_LETTER_RAW_BYTES,
+    REQUEST_CONNECTIONS,
+    SUMMARY_TEXT_BYTES,
     Admission,
     ChannelSnapshot,
+    Notice,
     Store,
-    unavailable_reason,
+    Subscription,
 )
+
+# What adapters (HTTP APIs, CLI, client) use of the store's types: they import the service only.
+__all__ = [
+    "DEAD_LETTER_RAW_BYTES",
+    "REQUEST_CONNECTIONS",
+    "SUMMARY_TEXT_BYTES",
+    "Admission",
+    "ChannelSnapshot",
+    "Notice",
+    "Service",
+    "ServiceSettings",
+    "Subscription",
+]
 
 log = logging.getLogger("taskrunner.service")
 
@@ -113,6 +136,34 @@ class Service:
         self._allowlists = ChannelAllowlists(store, channels)
         self._channel_updated = channel_updated
 
+    @classmethod
+    def from_url(cls, url: str, settings: ServiceSettings) -> Service:
+        """A service on the Redis at `url` (any form taskrunner accepts: redis://, rediss://,
+        unix://, redis+sentinel://)."""
+        return cls(Store.from_url(url), settings)
+
+    @property
+    def url_for_logs(self) -> str:
+        """The store's Redis URL, its password redacted."""
+        return self.store.url_for_logs
+
+    async def ping(self) -> None:
+        """StoreUnavailable, naming the address, unless Redis answers (see Store.ping)."""
+        await self.store.ping()
+
+    async def close(self) -> None:
+        """Close the store's connections (the caller made this service with `from_url`)."""
+        await self.store.close()
+
+    def subscribe_changes(self) -> contextlib.AbstractAsyncContextManager[Subscription]:
+        """A subscription to every notice of a change a page shows: jobs' states, queues
+        moving, channels' settings, dead letters."""
+        k = self.store.keys
+        return self.store.subscribe(
+            k.job_events, k.wake_events, k.schedule_events, k.channel_events,
+            k.dead_letter_events,
+        )  # fmt: skip
+
     def on_store(self, store: Store) -> Service:
         """This service on another store: the HTTP API's, on a bounded pool of its own."""
         return Service(
@@ -155,12 +206,8 @@ class Service:
         try:
             async with asyncio.timeout(PUSH_DEADLINE_S):
                 yield
-        except (TimeoutError, *UNAVAILABLE_ERRORS) as exc:
-            why = (
-                "did not answer"
-                if isinstance(exc, TimeoutError)
-                else f"failed ({unavailable_reason(exc)})"
-            )
+        except (TimeoutError, StoreUnavailable) as exc:
+            why = "did not answer" if isinstance(exc, TimeoutError) else f"failed ({exc})"
             raise OutcomeUnknown(
                 f"Redis {why} within {PUSH_DEADLINE_S:g} s: job {job.id} may or may not be"
                 f' queued; push it again with "id": "{job.id}" to be sure (a job with that id'

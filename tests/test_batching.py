@@ -10,8 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import DataError
 
+from taskrunner.errors import StoreRefusing, StoreUnavailable
 from taskrunner.jobs import ChannelConfig, job_from_fields
-from taskrunner.store import CONNECTION_ERRORS, Store
+from taskrunner.store import Store
+from taskrunner.store.errors import CONNECTION_ERRORS
 from tests.support.net import free_port
 from tests.support.runners import RunnerHarness, wait_state
 from tests.support.waiting import wait_until
@@ -47,7 +49,12 @@ async def test_coalesced_enqueue_fails_every_waiter_when_redis_is_away() -> None
         for n in range(5)
     ]
     results = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 20)
-    assert all(isinstance(r, CONNECTION_ERRORS) for r in results), results
+    assert all(
+        isinstance(r, StoreUnavailable)
+        and not isinstance(r, StoreRefusing)
+        and isinstance(r.__cause__, CONNECTION_ERRORS)
+        for r in results
+    ), results
     await store.close()
 
 

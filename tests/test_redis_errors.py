@@ -23,11 +23,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from redis import Redis as SyncRedis
+from redis import exceptions as redis_errors
 
+from taskrunner.errors import StoreError, StoreRefusing, StoreUnavailable
 from taskrunner.runner import Runner
-from taskrunner.store import Keys
+from taskrunner.store import Keys, Store
+from taskrunner.store.errors import translated
 from tests.support.http import http
-from tests.support.net import HOST
+from tests.support.net import HOST, free_port
 from tests.support.redis_servers import RedisServer
 from tests.support.runners import RunnerHarness, wait_state
 from tests.support.waiting import wait_until
@@ -45,6 +48,37 @@ async def push(redis: aioredis.Redis, job_id: str, task: str, **fields: object) 
 def until_exists(path: Path) -> str:
     """A job's command line that runs until `path` exists: the test decides when it ends."""
     return f"sh -c 'until [ -e {path} ]; do sleep 0.02; done'"
+
+
+async def test_redis_errors_become_taskrunner_s_own_with_what_callers_decide_on() -> None:
+    oom = translated(redis_errors.OutOfMemoryError("OOM command not allowed"))
+    assert isinstance(oom, StoreRefusing) and oom.out_of_reach and not oom.pool_exhausted
+    assert str(oom) == oom.detail == "out of memory (maxmemory reached): OOM command not allowed"
+    replica = translated(redis_errors.ReadOnlyError("You can't write against a replica."))
+    assert isinstance(replica, StoreRefusing) and not replica.out_of_reach  # only ours
+    pool = translated(redis_errors.MaxConnectionsError("Too many connections"))
+    assert type(pool) is StoreUnavailable and pool.pool_exhausted and not pool.out_of_reach
+    down = translated(redis_errors.ConnectionError("Error 111 connecting to h:1. Refused."))
+    assert type(down) is StoreUnavailable and down.out_of_reach and not down.pool_exhausted
+    assert (str(down), down.detail) == (
+        "out of reach (ConnectionError)",
+        "Error 111 connecting to h:1. Refused.",
+    )
+    wrong = translated(redis_errors.ResponseError("WRONGTYPE Operation against a key"))
+    assert type(wrong) is StoreError and str(wrong) == "WRONGTYPE Operation against a key"
+
+
+async def test_a_store_operation_raises_store_unavailable_chained_to_redis_s_error() -> None:
+    store = Store.from_url(f"redis://{HOST}:{free_port()}/0")  # nothing listens there
+    try:
+        with pytest.raises(StoreUnavailable, match=r"^out of reach \(ConnectionError\)$") as info:
+            await store.get_job("any")
+        assert isinstance(info.value.__cause__, redis_errors.ConnectionError)
+        with pytest.raises(StoreUnavailable):
+            async with store.subscribe(store.keys.job_events):
+                pass
+    finally:
+        await store.close()
 
 
 def assert_alive(runner: Runner) -> None:

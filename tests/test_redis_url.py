@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taskrunner.errors import ConfigError, StoreUnavailable
-from taskrunner.redis_url import parse_redis_url, redact_url
 from taskrunner.store import Store
+from taskrunner.store.urls import parse_redis_url, redact_url
 from tests.support.net import HOST, free_port
 from tests.support.redis_servers import RedisServer
 from tests.support.runners import RunnerHarness, wait_state

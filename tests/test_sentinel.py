@@ -182,7 +182,7 @@ async def test_jobs_keep_flowing_across_a_failover(
                 await producer.ping()
             except StoreUnavailable:  # killed: until every sentinel view agrees
                 return False
-            pool = producer._store.redis.connection_pool
+            pool = producer._service.store.redis.connection_pool
             return bool(pool.master_address == (HOST, cluster.replica.port))
 
         await wait_until(producer_moved, message="the producer to follow the new primary")

@@ -26,14 +26,10 @@ from taskrunner.errors import (
     JobNotFound,
     NotAllowed,
     OutcomeUnknown,
+    StoreUnavailable,
     TaskRunnerError,
 )
-from taskrunner.store import (
-    POOL_EXHAUSTED_ERRORS,
-    REQUEST_CONNECTIONS,
-    UNAVAILABLE_ERRORS,
-    unavailable_reason,
-)
+from taskrunner.service import REQUEST_CONNECTIONS
 
 if TYPE_CHECKING:
     from taskrunner.runner import Runner
@@ -189,18 +185,17 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     except OutcomeUnknown as exc:
         log.warning("%s %s: %s", request.method, request.path, exc)
         return _outcome_unknown(shape, exc)
+    except StoreUnavailable as exc:
+        if exc.pool_exhausted:
+            return shape.render(
+                503,
+                f"too many requests are using Redis at once (all {REQUEST_CONNECTIONS}"
+                " connections of the HTTP API): try again shortly, or wait on fewer jobs at a time",
+            )
+        log.warning("%s %s: Redis unavailable: %s", request.method, request.path, exc)
+        return shape.render(503, f"Redis is unavailable, {exc}; try again shortly")
     except TaskRunnerError as exc:
         return shape.render(error_status(exc), str(exc))
-    except POOL_EXHAUSTED_ERRORS:
-        return shape.render(
-            503,
-            f"too many requests are using Redis at once (all {REQUEST_CONNECTIONS} connections"
-            " of the HTTP API): try again shortly, or wait on fewer jobs at a time",
-        )
-    except UNAVAILABLE_ERRORS as exc:
-        reason = unavailable_reason(exc)
-        log.warning("%s %s: Redis unavailable: %s", request.method, request.path, reason)
-        return shape.render(503, f"Redis is unavailable, {reason}; try again shortly")
 
 
 def _body_late(deadline_s: float) -> str:

@@ -22,7 +22,7 @@ from aiohttp import web
 from taskrunner.api.common import SERVICE
 from taskrunner.api.events import EventHub, Listener
 from taskrunner.api.native import STOPPING
-from taskrunner.store import UNAVAILABLE_ERRORS
+from taskrunner.errors import StoreUnavailable
 
 log = logging.getLogger("taskrunner.api.dashboard")
 
@@ -47,7 +47,7 @@ def add_routes(app: web.Application) -> None:
     if STOPPING not in app:
         raise RuntimeError("add the native API's routes before the dashboard's")
     app[STREAMS] = set()
-    app[HUB] = EventHub(app[SERVICE].store)
+    app[HUB] = EventHub(app[SERVICE])
     app.on_cleanup.append(_close_hub)
     app.router.add_get(PAGE_PATH, page, allow_head=False)
     app.router.add_get(EVENTS_PATH, events, allow_head=False)
@@ -162,7 +162,7 @@ async def _relay(request: web.Request, response: web.StreamResponse) -> None:
             await _relay_changes(listener, response)
         except ConnectionError:
             return  # the page was closed or reloaded
-        except UNAVAILABLE_ERRORS as exc:  # headers are sent: end; the page reconnects
+        except (OSError, StoreUnavailable) as exc:  # headers are sent: end; the page reconnects
             log.warning("dashboard event stream ended: %s", exc)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-from taskrunner.store import UNAVAILABLE_ERRORS, Keys, Store
+from taskrunner.errors import StoreUnavailable
+from taskrunner.service import Notice, Service, Subscription
 
 log = logging.getLogger("taskrunner.api.events")
 
@@ -25,32 +26,11 @@ LISTEN_POLL_S: Final = 5.0  # a bound on one blocking read, not a polling interv
 SUBSCRIBED_MARK: Final = "taskrunner-dashboard"
 
 
-class PubSub(Protocol):
-    """What this module uses of the subscription `Store.subscribe` yields."""
-
-    def ping(self, message: Any = None) -> Awaitable[Any]: ...
-
-    def get_message(
-        self, ignore_subscribe_messages: bool = False, timeout: float | None = 0.0
-    ) -> Awaitable[dict[str, Any] | None]: ...
-
-
-def notice_channels(keys: Keys) -> tuple[str, ...]:
-    return (
-        keys.job_events,
-        keys.wake_events,
-        keys.schedule_events,
-        keys.channel_events,
-        keys.dead_letter_events,
-    )
-
-
 @dataclass(slots=True)
 class Change:
     """Notices gathered into one: which jobs (id -> last state), which channels' queues moved,
     which channels' settings changed, whether dead letters changed."""
 
-    keys: Keys
     notices: int = 0
     jobs: dict[str, str] = field(default_factory=dict)
     more_jobs: bool = False
@@ -58,17 +38,15 @@ class Change:
     channels: set[str] = field(default_factory=set)
     dead_letters: bool = False
 
-    def add(self, channel: str, data: str) -> None:
+    def add(self, notice: Notice) -> None:
         self.notices += 1
-        k = self.keys
-        if channel == k.job_events:
-            job_id, _, state = data.partition(" ")
-            self._job(job_id, state)
-        elif channel in (k.wake_events, k.schedule_events):
-            self.queues.add(data.partition(" ")[0])  # "<channel>" or "<channel> <due ms>"
-        elif channel == k.channel_events:
-            self.channels.add(data)
-        elif channel == k.dead_letter_events:
+        if notice.topic == "job":
+            self._job(*notice.job())
+        elif notice.topic in ("wake", "schedule"):
+            self.queues.add(notice.queue()[0])
+        elif notice.topic == "channels":
+            self.channels.add(notice.data)
+        elif notice.topic == "dead_letters":
             self.dead_letters = True
 
     def merge(self, other: Change) -> None:
@@ -100,15 +78,14 @@ class Change:
 class Listener:
     """One open page's view of the hub: `next()` gives the changes since the last call."""
 
-    def __init__(self, keys: Keys) -> None:
-        self._keys = keys
+    def __init__(self) -> None:
         self._pending: Change | None = None
         self._wakeup = asyncio.Event()
         self.lost = False  # the subscription broke: end the stream, the page reconnects
 
     def offer(self, change: Change) -> None:
         if self._pending is None:
-            self._pending = Change(self._keys)
+            self._pending = Change()
         self._pending.merge(change)
         self._wakeup.set()
 
@@ -126,8 +103,8 @@ class Listener:
 
 
 class EventHub:
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, service: Service) -> None:
+        self._service = service
         self._listeners: set[Listener] = set()
         self._pump: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
@@ -139,8 +116,8 @@ class EventHub:
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[Listener]:
         """A listener, once Redis has confirmed the subscription (so nothing published after
-        this returns is missed); raises a connection error if Redis cannot be reached."""
-        listener = Listener(self._store.keys)
+        this returns is missed); raises StoreUnavailable if Redis cannot be reached."""
+        listener = Listener()
         self._listeners.add(listener)
         try:
             await asyncio.shield(self._start())
@@ -165,20 +142,19 @@ class EventHub:
                 await pump
 
     async def _run(self, ready: asyncio.Future[None]) -> None:
-        keys = self._store.keys
         try:
-            async with self._store.subscribe(*notice_channels(keys)) as pubsub:
-                early = await _confirm(pubsub, keys)
+            async with self._service.subscribe_changes() as subscription:
+                early = await _confirm(subscription)
                 ready.set_result(None)
                 while True:
                     if early.notices:
                         self._offer(early)
-                    early = await _gather(pubsub, keys)
+                    early = await _gather(subscription)
         except Exception as exc:
             if not ready.done():
                 ready.set_exception(exc)  # the listener waiting for it gets the error
                 return
-            if isinstance(exc, UNAVAILABLE_ERRORS):
+            if isinstance(exc, StoreUnavailable):
                 log.warning("dashboard events: Redis subscription lost: %s", exc)
             else:
                 log.exception("dashboard events: the subscription failed")
@@ -193,41 +169,37 @@ class EventHub:
             listener.offer(change)
 
 
-async def _confirm(pubsub: PubSub, keys: Keys) -> Change:
+async def _confirm(subscription: Subscription) -> Change:
     """Wait until Redis has processed the SUBSCRIBE: a PING on the same connection is answered
     after it. Notices that arrive first are kept."""
-    early = Change(keys)
-    await pubsub.ping(SUBSCRIBED_MARK)
+    early = Change()
+    await subscription.ping(SUBSCRIBED_MARK)
     while True:
-        message = await pubsub.get_message(timeout=LISTEN_POLL_S)
-        if message is None:
+        notice = await subscription.next(timeout_s=LISTEN_POLL_S)
+        if notice is None:
             continue
-        if message["type"] == "pong" and _text(message["data"]) == SUBSCRIBED_MARK:
+        if notice.kind == "pong" and notice.data == SUBSCRIBED_MARK:
             return early
-        if message["type"] == "message":
-            early.add(_text(message["channel"]), _text(message["data"]))
+        if notice.kind == "message":
+            early.add(notice)
 
 
-async def _gather(pubsub: PubSub, keys: Keys) -> Change:
+async def _gather(subscription: Subscription) -> Change:
     """Wait for a notice, then gather what else comes within COALESCE_S into one change."""
-    change = Change(keys)
+    change = Change()
     while not change.notices:
-        await _read_into(change, pubsub, timeout_s=LISTEN_POLL_S)
+        await _read_into(change, subscription, timeout_s=LISTEN_POLL_S)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + COALESCE_S
     while change.notices < MAX_NOTICES_PER_CHANGE:
         remaining_s = deadline - loop.time()
         if remaining_s <= 0:
             break
-        await _read_into(change, pubsub, timeout_s=remaining_s)
+        await _read_into(change, subscription, timeout_s=remaining_s)
     return change
 
 
-async def _read_into(change: Change, pubsub: PubSub, *, timeout_s: float) -> None:
-    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout_s)
-    if message is not None and message["type"] == "message":
-        change.add(_text(message["channel"]), _text(message["data"]))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+async def _read_into(change: Change, subscription: Subscription, *, timeout_s: float) -> None:
+    notice = await subscription.next(timeout_s=timeout_s)
+    if notice is not None and notice.kind == "message":
+        change.add(notice)

@@ -17,8 +17,7 @@ from taskrunner.jobs import (
     JobState,
     Limits,
 )
-from taskrunner.service import MAX_WORKERS
-from taskrunner.store import DEAD_LETTER_RAW_BYTES, SUMMARY_TEXT_BYTES
+from taskrunner.service import DEAD_LETTER_RAW_BYTES, MAX_WORKERS, SUMMARY_TEXT_BYTES
 
 # The API's limits on paging and waiting (api/native.py enforces them).
 DEFAULT_LIMIT: Final = 50

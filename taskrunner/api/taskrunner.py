@@ -9,8 +9,7 @@ from aiohttp import web
 from taskrunner.api.common import SERVICE, envelope, read_fields
 from taskrunner.errors import InvalidJob
 from taskrunner.jobs import brief
-from taskrunner.service import MAX_WORKERS
-from taskrunner.store import ChannelSnapshot
+from taskrunner.service import MAX_WORKERS, ChannelSnapshot
 
 # Upstream's task status numbers in /status.
 STATUS_QUEUED_NO_MARK = 0

@@ -1,0 +1,53 @@
+"""The only code that talks to Redis. `Store` is the typed operations on taskrunner's data,
+assembled by concern (channels, the queue, liveness, reads, dead letters and jobs); every
+public operation raises taskrunner's errors (StoreUnavailable, StoreRefusing, StoreError),
+never Redis's. Keys and pub/sub notices: `keys`; URL forms: `urls`; connections: `connection`;
+what operations return: `records`."""
+
+from __future__ import annotations
+
+from taskrunner.store.base import REQUEST_CONNECTIONS, Subscription
+from taskrunner.store.channels import ChannelOps
+from taskrunner.store.dead import DeadOps
+from taskrunner.store.errors import translates_errors
+from taskrunner.store.keys import Keys, Notice
+from taskrunner.store.liveness import LivenessOps
+from taskrunner.store.queue import QueueOps
+from taskrunner.store.records import (
+    DEAD_LETTER_RAW_BYTES,
+    HANDED_BACK,
+    SUMMARY_TEXT_BYTES,
+    Admission,
+    ChannelSnapshot,
+    Claimed,
+    JobSummary,
+    QueueCounts,
+    TakenMessages,
+    utf8_prefix,
+)
+from taskrunner.store.urls import redact_url
+
+__all__ = [
+    "DEAD_LETTER_RAW_BYTES",
+    "HANDED_BACK",
+    "REQUEST_CONNECTIONS",
+    "SUMMARY_TEXT_BYTES",
+    "Admission",
+    "ChannelSnapshot",
+    "Claimed",
+    "JobSummary",
+    "Keys",
+    "Notice",
+    "QueueCounts",
+    "Store",
+    "Subscription",
+    "TakenMessages",
+    "redact_url",
+    "utf8_prefix",
+]
+
+
+@translates_errors
+class Store(ChannelOps, QueueOps, LivenessOps, DeadOps):
+    """Typed operations on taskrunner's Redis data. Owns its connection pool, a connection for
+    the heartbeat alone, and the stores made by `for_requests` (closed with it)."""
