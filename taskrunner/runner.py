@@ -123,6 +123,11 @@ class Runner:
         self._epoch = ""  # names the data Redis held at registration (Store.data_epoch)
         self._data_check = asyncio.Lock()
 
+    @classmethod
+    def from_url(cls, settings: Settings, url: str) -> Runner:
+        """A runner on the Redis at `url`: `run` passes the embedded server's or --redis-url's."""
+        return cls(settings, Store.from_url(url))
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def serve(self) -> None:

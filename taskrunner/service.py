@@ -113,6 +113,12 @@ class Service:
         self._allowlists = ChannelAllowlists(store, channels)
         self._channel_updated = channel_updated
 
+    @classmethod
+    def from_url(cls, url: str, settings: ServiceSettings) -> Service:
+        """A service on the Redis at `url` (any form taskrunner accepts: redis://, rediss://,
+        unix://, redis+sentinel://)."""
+        return cls(Store.from_url(url), settings)
+
     def on_store(self, store: Store) -> Service:
         """This service on another store: the HTTP API's, on a bounded pool of its own."""
         return Service(

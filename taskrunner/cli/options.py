@@ -14,7 +14,6 @@ from taskrunner.config import redis_url_from_parts
 from taskrunner.errors import ChannelExists, Conflict, JobNotFound, TaskRunnerError
 from taskrunner.jobs import Limits
 from taskrunner.service import Service, ServiceSettings
-from taskrunner.store import Store
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,18 +82,21 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def with_service(opts: dict[str, Any], work: Callable[[Service], Awaitable[T]]) -> T:
+    """Run `work` on a service connected to the Redis the options name, then disconnect;
+    a TaskRunnerError becomes an error message and its exit code."""
+
     async def main() -> T:
-        store = Store.from_url(resolve_redis_url(opts))
+        settings = ServiceSettings(
+            runner_id="cli",
+            default_channel=opts.get("channel_default") or "default",
+            limits=Limits(),
+        )
+        service = Service.from_url(resolve_redis_url(opts), settings)
         try:
-            await store.ping()
-            settings = ServiceSettings(
-                runner_id="cli",
-                default_channel=opts.get("channel_default") or "default",
-                limits=Limits(),
-            )
-            return await work(Service(store, settings))
+            await service.store.ping()
+            return await work(service)
         finally:
-            await store.close()
+            await service.store.close()
 
     try:
         return asyncio.run(main())
@@ -109,6 +111,11 @@ def exit_code(exc: TaskRunnerError) -> int:
     ):
         return EXIT_RUNTIME_FAILURE
     return EXIT_USAGE
+
+
+def json_option(help: str = "Print JSON.") -> Callable[[F], F]:
+    """The `--json` flag of the subcommands that print something: sets `as_json`."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
