@@ -30,8 +30,8 @@ import redis.asyncio as aioredis
 from taskrunner.api.app import CONNECTIONS
 from taskrunner.api.connections import ConnectionGuard, connection_cap
 from taskrunner.cache import BytesLRU, bytes_lru_cache, deep_size
-from taskrunner.cli import _settings as cli_settings
-from taskrunner.cli import run as cli_run
+from taskrunner.cli.run import _settings as cli_settings
+from taskrunner.cli.run import run as cli_run
 from taskrunner.errors import ConfigError
 from taskrunner.jobs import SPLIT_CACHE_BYTES, split_command
 from taskrunner.runner import Runner

@@ -31,8 +31,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from taskrunner.allow import MAX_PATTERN_CHARS, MAX_PATTERNS, admits, check_program
-from taskrunner.cli import _settings as cli_settings
-from taskrunner.cli import run as cli_run
+from taskrunner.cli.run import _settings as cli_settings
+from taskrunner.cli.run import run as cli_run
 from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob, NotAllowed
 from taskrunner.jobs import MAX_ARGS, MAX_DEDUP_KEY_CHARS, MAX_INTERVALS, Limits, parse_message
 from taskrunner.runner import Runner

@@ -82,6 +82,9 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def with_service(opts: dict[str, Any], work: Callable[[Service], Awaitable[T]]) -> T:
+    """Run `work` on a service connected to the Redis the options name, then disconnect;
+    a TaskRunnerError becomes an error message and its exit code."""
+
     async def main() -> T:
         settings = ServiceSettings(
             runner_id="cli",
@@ -108,6 +111,11 @@ def exit_code(exc: TaskRunnerError) -> int:
     ):
         return EXIT_RUNTIME_FAILURE
     return EXIT_USAGE
+
+
+def json_option(help: str = "Print JSON.") -> Callable[[F], F]:
+    """The `--json` flag of the subcommands that print something: sets `as_json`."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
