@@ -377,9 +377,10 @@ def queue_create(name: str, distinct: bool, worker: int, **opts: Any) -> None:
     """Create channel NAME."""
 
     async def work(service: Service) -> None:
-        await service.create_channel(
-            service.channel_config(name, distinct=distinct, worker_count=worker)
+        config = service.channel_config(
+            name, distinct=distinct, worker_count=worker, worker_field="--worker"
         )
+        await service.create_channel(config)
 
     with_service(opts, work)
     click.echo(f"channel {name} created")
@@ -391,14 +392,7 @@ def queue_create(name: str, distinct: bool, worker: int, **opts: Any) -> None:
 def queue_list(as_json: bool, **opts: Any) -> None:
     """List channels with their settings and queued, scheduled and running counts."""
 
-    async def work(service: Service) -> list[dict[str, Any]]:
-        channels = await service.store.load_channels()
-        return [
-            {**config.as_dict(), **await service.channel_counts(name)}
-            for name, config in sorted(channels.items())
-        ]
-
-    data = with_service(opts, work)
+    data = with_service(opts, lambda s: s.channels())
     emit(data, as_json, lambda: tables.render(tables.CHANNEL_COLUMNS, tables.channel_rows(data)))
 
 
@@ -418,15 +412,12 @@ def queue_list(as_json: bool, **opts: Any) -> None:
 def result(job_id: str, wait: bool, timeout_s: float, as_json: bool, **opts: Any) -> None:
     """Show a job's record: state, exit code, output."""
 
-    async def work(service: Service) -> dict[str, str] | None:
+    async def work(service: Service) -> dict[str, str]:
         if wait:
-            return await service.store.wait_final(job_id, timeout_s=timeout_s)
-        return await service.store.get_job(job_id)
+            return await service.wait_job(job_id, timeout_s=timeout_s)
+        return await service.get_job(job_id)
 
-    record = with_service(opts, work)
-    if record is None:
-        fail(f"no job {job_id!r}: it never existed or its record expired", EXIT_RUNTIME_FAILURE)
-        return
+    record = with_service(opts, work)  # an unknown job: JobNotFound, exit 1
     emit(record, as_json, lambda: _describe(record))
     if wait and record.get("state") not in ("succeeded", "failed", "dead", "cancelled"):
         fail(

@@ -27,6 +27,7 @@ from redis.backoff import ExponentialBackoff
 
 from taskrunner.errors import (
     ChannelExists,
+    ChannelNotFound,
     InvalidChannel,
     InvalidJob,
     StoreRefusing,
@@ -442,7 +443,7 @@ class Store:
     async def update_channel(
         self, name: str, change: Callable[[ChannelConfig], ChannelConfig]
     ) -> ChannelConfig:
-        """Read, change and write one channel atomically (WATCH); InvalidChannel if missing."""
+        """Read, change and write one channel atomically (WATCH); ChannelNotFound if missing."""
         key = self.keys.channels
         validate_channel_name(name)
         updated: ChannelConfig | None = None
@@ -451,7 +452,7 @@ class Store:
             nonlocal updated
             raw = await pipe.hget(key, name)
             if raw is None:
-                raise InvalidChannel(f"channel {name!r} does not exist")
+                raise ChannelNotFound(f"channel {name!r} does not exist")
             updated = change(ChannelConfig.from_json(name, raw))
             pipe.multi()
             pipe.hset(key, name, updated.to_json())
