@@ -1,4 +1,8 @@
-"""The service core every adapter calls (HTTP APIs, CLI): submit jobs, manage channels, read."""
+"""The service core every adapter calls (ingress, the HTTP APIs, CLI, client): admit jobs,
+manage channels, read. Adapters never reach the store themselves.
+
+`Service.admit` is the one admission path: allowlists, dedup and known ids, channels made on
+first use, batching; `push` adds the push deadline for a client's single job."""
 
 from __future__ import annotations
 
