@@ -1,7 +1,7 @@
 """Command allowlists: which programs a runner (`--allow`) and a channel (`allow`) let run.
 
 The program of a job is argv[0] of the process the runner would start (see
-`kinds.program_of`). With no pattern, every program is allowed. A pattern without `/` is
+`kingtask.program_of`). With no pattern, every program is allowed. A pattern without `/` is
 matched, with `fnmatch` rules (case-sensitive `*`, `?`, `[seq]`, `[!seq]`), against the
 program's last path component: `php` admits `php` and `/usr/bin/php`. A pattern with `/` is
 matched against the whole program as written (no PATH lookup, no symlinks resolved), one

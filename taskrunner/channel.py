@@ -24,7 +24,7 @@ from taskrunner.errors import (
 )
 from taskrunner.executor import WATCHDOG, ExecResult, ExecSpec, Execution
 from taskrunner.jobs import RPC, SCRIPT, ChannelConfig, Job, JobState
-from taskrunner.kinds import find_script
+from taskrunner.kingtask import find_script
 from taskrunner.metrics import ChannelMetrics
 from taskrunner.rpc import RpcCall, RpcSpec
 from taskrunner.store import HANDED_BACK, Claimed, Store

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from taskrunner.errors import DuplicateJob, StoreRefusing, StoreUnavailable
+from taskrunner.admission import accepted_id
+from taskrunner.errors import StoreRefusing, StoreUnavailable
 from taskrunner.jobs import JobState
 from taskrunner.service import Service, ServiceSettings
 from taskrunner.views import job_view
@@ -168,13 +169,7 @@ class Client:
                 {name: value for name, value in fields.items() if value is not None},
                 source="client",
             )
-        if admission.status == "duplicate":
-            live = admission.job_id
-            raise DuplicateJob(
-                f"refused: live job {live} has the same dedup key in a distinct channel",
-                live_id=live,
-            )
-        return admission.job_id
+        return accepted_id(admission)
 
     async def get(self, id: str) -> JobResult:
         """The job as it is now; JobNotFound if it never existed or its record expired."""

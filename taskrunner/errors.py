@@ -16,7 +16,11 @@ class InvalidJob(TaskRunnerError):
 
 
 class InvalidChannel(TaskRunnerError):
-    """A channel name is malformed, or names a channel that does not exist."""
+    """A channel name is malformed, or a channel cannot be used as asked."""
+
+
+class ChannelNotFound(InvalidChannel):
+    """A well-formed channel name names no channel: create the channel first."""
 
 
 class Conflict(TaskRunnerError):

@@ -288,10 +288,21 @@ def parse_message(
         raise InvalidJob("message is not usable JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidJob(f"message is a JSON {type(data).__name__}, expected an object")
-    fields = dict(data)
-    if "chan" in fields and "channel" not in fields:
-        fields["channel"] = fields.pop("chan")
+    fields = channel_alias(data)
     return job_from_fields(fields, default_channel=default_channel, now=now, limits=limits)
+
+
+def channel_alias(fields: Mapping[str, Any], *, refuse_both: bool = False) -> dict[str, Any]:
+    """`fields` with upstream's `chan` read as `channel` (TaskRunner's messages say `chan`).
+    Given both, `channel` wins, as upstream's ingress and `/push` had it; `refuse_both` (the
+    native API, which has no upstream to follow) refuses them with InvalidJob instead."""
+    out = dict(fields)
+    if "chan" in out:
+        if "channel" not in out:
+            out["channel"] = out.pop("chan")
+        elif refuse_both:
+            raise InvalidJob('give the channel as "channel" or as "chan", not both')
+    return out
 
 
 def job_from_fields(

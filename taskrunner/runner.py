@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from taskrunner.admission import Refused
 from taskrunner.aio import cancel_and_wait, wait_event
 from taskrunner.api.app import CONNECTIONS, build_app
 from taskrunner.api.connections import GuardedSite
@@ -26,7 +27,6 @@ from taskrunner.errors import (
     ConfigError,
     InvalidChannel,
     InvalidJob,
-    NotAllowed,
     StoreError,
     StoreRefusing,
     StoreUnavailable,
@@ -434,8 +434,7 @@ class Runner:
                     now=now,
                     limits=self.settings.limits,
                 )
-                await self.service.check_allowed(job)
-            except (InvalidJob, InvalidChannel, NotAllowed) as exc:
+            except (InvalidJob, InvalidChannel) as exc:
                 await self._dead_letter(raw, str(exc))
                 continue
             jobs.append((job, raw))
@@ -447,53 +446,22 @@ class Runner:
     async def _enqueue_routed(self, jobs: Sequence[tuple[Job, bytes]]) -> None:
         if not jobs:
             return
-        admissions = await self._admit(jobs)
+        admissions = await self.service.admit(
+            [job for job, _ in jobs], source="the prepare queue", messages=[raw for _, raw in jobs]
+        )
         for (job, raw), admission in zip(jobs, admissions, strict=True):
             await self._admitted(job, raw, admission)
 
-    async def _admit(self, jobs: Sequence[tuple[Job, bytes]]) -> list[Admission]:
-        """Enqueue routed jobs. A default channel found missing (Redis lost its data) is ensured
-        again and its jobs are enqueued again, not dead-lettered."""
-        admissions = await self.store.enqueue_many(jobs, runner_id=self.runner_id)
-        defaults = self.service.default_channel_names
-        lost = [
-            i for i, (admission, (job, _)) in enumerate(zip(admissions, jobs, strict=True))
-            if admission.status == "nochan" and job.channel in defaults
-        ]  # fmt: skip
-        if lost:
-            await self.service.ensure_default_channels()
-            again = await self.store.enqueue_many([jobs[i] for i in lost], runner_id=self.runner_id)
-            for i, admission in zip(lost, again, strict=True):
-                admissions[i] = admission
-        return admissions
-
     async def _admitted(self, job: Job, raw: bytes, admission: Admission) -> None:
-        if admission.status == "nochan":
+        """Dead-letter the message of a job refused for good; wake the worker of a job queued."""
+        if isinstance(admission, Refused):
+            await self._dead_letter(raw, str(admission.error))
+        elif admission.status == "nochan":
             await self._dead_letter(
                 raw,
                 f"unknown channel {job.channel!r}: create it with POST /queue or `taskrunner queue create`",
             )
-        elif admission.status == "routed":  # this routing ran twice (a lost reply): done
-            log.debug("message of job %s was routed already", job.id, extra={"job_id": job.id})
-        elif admission.status == "exists":
-            log.info(
-                "message for job %s: a job with this id exists already; nothing created",
-                job.id, extra={"job_id": job.id, "channel": job.channel},
-            )  # fmt: skip
-        elif admission.status == "duplicate":
-            log.info(
-                "job refused: duplicate of live job %s in channel %s",
-                admission.job_id,
-                job.channel,
-                extra={"job_id": admission.job_id, "channel": job.channel},
-            )
-        else:
-            log.debug(
-                "job %s queued in %s",
-                job.id,
-                job.channel,
-                extra={"job_id": job.id, "channel": job.channel},
-            )
+        elif admission.status == "ok":
             worker = self.workers.get(job.channel)
             if worker is not None and job.run_at is None:
                 worker.wake()  # no need to wait for our own wake-up to come back through pub/sub

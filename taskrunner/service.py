@@ -1,4 +1,8 @@
-"""The service core every adapter calls (HTTP APIs, CLI): submit jobs, manage channels, read."""
+"""The service core every adapter calls (ingress, the HTTP APIs, CLI, client): admit jobs,
+manage channels, read. Adapters never reach the store themselves.
+
+`Service.admit` is the one admission path: allowlists, dedup and known ids, channels made on
+first use, batching; `push` adds the push deadline for a client's single job."""
 
 from __future__ import annotations
 
@@ -6,33 +10,42 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskrunner.allow import check_program, parse_patterns
+from taskrunner.admission import (
+    ChannelAllowlists,
+    ChannelLookup,
+    Refused,
+    log_admission,
+)
+from taskrunner.allow import check_program
+from taskrunner.channel_fields import apply_channel_fields, parse_worker_count
+from taskrunner.dead import DeadItems, no_job
 from taskrunner.errors import (
+    ChannelNotFound,
     Conflict,
-    InvalidChannel,
-    InvalidJob,
-    JobNotFound,
+    NotAllowed,
     OutcomeUnknown,
     StoreUnavailable,
 )
 from taskrunner.jobs import (
+    RPC,
     ChannelConfig,
     Job,
     JobState,
     Limits,
-    brief,
     job_from_fields,
-    parse_count,
-    parse_intervals,
-    parse_seconds,
     validate_channel_name,
 )
-from taskrunner.kinds import program_of
+from taskrunner.kingtask import (
+    KINGTASK_CHANNEL,
+    in_kingtask_channel,
+    missing_channel_hint,
+    program_of,
+)
 from taskrunner.store import (
     DEAD_LETTER_RAW_BYTES,
     REQUEST_CONNECTIONS,
@@ -80,48 +93,11 @@ class ServiceSettings:
     restores_default_channels: bool = False
 
 
-# The channel's settings as this process sees them now (None: unknown here, ask Redis).
-ChannelLookup = Callable[[str], ChannelConfig | None]
 # Told of a channel this process just changed, so its own next request sees the change.
 ChannelUpdated = Callable[[ChannelConfig], None]
-CHANNEL_CACHE_S = 1.0  # how long a channel's allowlist read from Redis is reused at ingress
-CHANNEL_CACHE_MAX = 1000
 
 
-class ChannelAllowlists:
-    """Channels' allowlists for ingress checks: from the runner's live view of its channels
-    when it has one; else read from Redis, one read per channel at a time (concurrent submits
-    share it) and reused for CHANNEL_CACHE_S. Runners check again at run time."""
-
-    def __init__(self, store: Store, lookup: ChannelLookup | None) -> None:
-        self._store = store
-        self._lookup = lookup
-        self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._reads: dict[str, asyncio.Future[ChannelConfig | None]] = {}
-
-    async def get(self, name: str) -> tuple[str, ...]:
-        """The channel's patterns; () when it has none or does not exist (enqueue refuses)."""
-        config = self._lookup(name) if self._lookup is not None else None
-        if config is not None:
-            return config.allow
-        cached = self._cache.get(name)
-        if cached is not None and time.monotonic() - cached[0] < CHANNEL_CACHE_S:
-            return cached[1]
-        read = self._reads.get(name)
-        if read is None:
-            read = asyncio.ensure_future(self._store.get_channel(name))
-            self._reads[name] = read
-            read.add_done_callback(lambda _done: self._reads.pop(name, None))
-        config = await asyncio.shield(read)
-        allow = () if config is None else config.allow
-        if config is not None:
-            if len(self._cache) >= CHANNEL_CACHE_MAX:
-                self._cache.clear()
-            self._cache[name] = (time.monotonic(), allow)
-        return allow
-
-
-class Service:
+class Service(DeadItems):
     def __init__(
         self,
         store: Store,
@@ -181,21 +157,21 @@ class Service:
         )
 
     async def submit(self, fields: Mapping[str, Any], *, source: str) -> Admission:
-        """Validate and enqueue one job; raise InvalidJob / InvalidChannel on bad input,
-        NotAllowed when an allowlist refuses its program."""
-        job = self.parse_job(fields)
-        await self.check_allowed(job)
+        """`push` the job the fields describe; InvalidJob / InvalidChannel on bad input."""
+        return await self.push(self.parse_job(fields), source=source)
+
+    async def push(self, job: Job, *, source: str) -> Admission:
+        """Admit one job a client pushed, within PUSH_DEADLINE_S (else OutcomeUnknown). Raises
+        NotAllowed when an allowlist refuses its program, ChannelNotFound when its channel does
+        not exist; a duplicate's admission is returned (see `accepted_id`)."""
         async with self.push_deadline(job):
-            admission = await self._enqueue(job)
+            (admission,) = await self.admit([job], source=source)
+        if isinstance(admission, Refused):
+            raise admission.error
         if admission.status == "nochan":
-            raise InvalidChannel(
-                f"channel {job.channel!r} does not exist: create it first"
-                " (POST /queue name=... or `taskrunner queue create NAME`)"
+            raise ChannelNotFound(
+                f"channel {job.channel!r} does not exist: {missing_channel_hint(job)}"
             )
-        log.debug(
-            "job %s %s from %s", admission.job_id, admission.status, source,
-            extra={"job_id": admission.job_id, "channel": job.channel},
-        )  # fmt: skip
         return admission
 
     @contextlib.asynccontextmanager
@@ -215,21 +191,83 @@ class Service:
                 job_id=job.id,
             ) from exc
 
-    async def _enqueue(self, job: Job) -> Admission:
-        admission = await self.store.enqueue(job, runner_id=self.settings.runner_id)
+    async def admit(
+        self, jobs: Sequence[Job], *, source: str, messages: Sequence[bytes] = ()
+    ) -> list[Admission]:
+        """Admit jobs, one admission each in order: a job whose program an allowlist refuses is
+        `Refused` and not queued; the others are queued in one round trip (see Admission; a
+        lone job shares its round trip with concurrent pushes). A channel made on first use
+        found missing (kingtask's, or a default one Redis lost) is created and its jobs queued
+        again. `messages`, at ingress: the prepare-queue messages the jobs were parsed from,
+        each dropped from the in-flight list as its job is admitted."""
+        raws = list(messages) or [b""] * len(jobs)
+        refusals = [await self._refusal(job) for job in jobs]
+        items = [(j, raw) for j, raw, no in zip(jobs, raws, refusals, strict=True) if no is None]
+        queued = iter(await self._enqueue(items))
+        admissions = [
+            next(queued) if no is None else Refused("notallowed", job.id, error=no)
+            for job, no in zip(jobs, refusals, strict=True)
+        ]
+        for job, admission in zip(jobs, admissions, strict=True):
+            log_admission(job, admission, source)
+        return admissions
+
+    async def _refusal(self, job: Job) -> NotAllowed | None:
+        try:
+            await self.check_allowed(job)
+        except NotAllowed as exc:
+            return exc
+        return None
+
+    async def _enqueue(self, items: Sequence[tuple[Job, bytes]]) -> list[Admission]:
+        admissions = await self._enqueue_batch(items)
+        lost = [
+            i for i, (admission, (job, _)) in enumerate(zip(admissions, items, strict=True))
+            if admission.status == "nochan" and self._made_on_first_use(job)
+        ]  # fmt: skip
+        if lost:
+            await self._create_on_first_use([items[i][0] for i in lost])
+            again = await self._enqueue_batch([items[i] for i in lost])
+            for i, admission in zip(lost, again, strict=True):
+                admissions[i] = admission
+        return admissions
+
+    async def _enqueue_batch(self, items: Sequence[tuple[Job, bytes]]) -> list[Admission]:
+        runner_id = self.settings.runner_id
+        if len(items) == 1:  # coalesced with the pushes of this event-loop turn
+            job, raw = items[0]
+            return [await self.store.enqueue(job, runner_id=runner_id, raw=raw)]
+        return await self.store.enqueue_many(items, runner_id=runner_id) if items else []
+
+    def _made_on_first_use(self, job: Job) -> bool:
+        """kingtask's channel, and (on a runner) the default channels, which Redis may lose
+        with its data: CONTRACT section 4."""
         restores = self.settings.restores_default_channels
-        if admission.status == "nochan" and restores and job.channel in self.default_channel_names:
+        return in_kingtask_channel(job) or (restores and job.channel in self.default_channel_names)
+
+    async def _create_on_first_use(self, jobs: Sequence[Job]) -> None:
+        restores = self.settings.restores_default_channels
+        if restores and any(job.channel in self.default_channel_names for job in jobs):
             await self.ensure_default_channels()  # gone with Redis's data: they come back
-            admission = await self.store.enqueue(job, runner_id=self.settings.runner_id)
-        return admission
+        if any(in_kingtask_channel(job) for job in jobs):
+            config = self.channel_config(KINGTASK_CHANNEL, distinct=False)
+            if await self.store.create_channel(config, exist_ok=True):
+                log.info(
+                    "channel %s created for kingtask jobs (%d workers)",
+                    config.name, config.worker_count,
+                )  # fmt: skip
 
     async def check_allowed(self, job: Job) -> None:
         """Raise NotAllowed unless the runner's allowlist and the job's channel's admit the
         program the job would run (rpc jobs run none). Runners check again at run time."""
+        if job.kind == RPC:
+            return
+        channel_allow = await self._allowlists.get(job.channel)
+        if not (self.settings.allow or channel_allow):
+            return  # any program: no need to split a (maybe big) task line to find it
         program = program_of(job, shell=self.settings.shell, bin_path=self.settings.bin_path)
         if program is None:
             return
-        channel_allow = await self._allowlists.get(job.channel)
         check_program(
             program, runner=self.settings.allow, channel=channel_allow, channel_name=job.channel
         )
@@ -239,22 +277,26 @@ class Service:
         ttl_s = self.settings.result_ttl_s if result_ttl_s is None else result_ttl_s
         state = await self.store.cancel(job_id, result_ttl_s=ttl_s)
         if state == "missing":
-            raise JobNotFound(f"no job {job_id!r}: it never existed or its record expired")
+            raise no_job(job_id)
         return state
 
     # -- channels -------------------------------------------------------------------------
 
-    def channel_config(self, name: str, *, distinct: bool, worker_count: int) -> ChannelConfig:
-        validate_channel_name(name)
-        if not 0 <= worker_count <= MAX_WORKERS:
-            raise InvalidJob(
-                f"worker count must be from 0 to {MAX_WORKERS} (0 = --concurrent),"
-                f" got {worker_count}"
-            )
+    def channel_config(
+        self,
+        name: str,
+        *,
+        distinct: bool,
+        worker_count: object = 0,
+        worker_field: str = "worker count",
+    ) -> ChannelConfig:
+        """A new channel's settings. `worker_count` as the client gave it (0 or blank: the
+        runner's --concurrent); `worker_field` names it in the error when it is not a valid count."""
+        workers = parse_worker_count(worker_count, worker_field, zero_ok=True)
         return ChannelConfig(
-            name=name,
+            name=validate_channel_name(name),
             distinct=distinct,
-            worker_count=worker_count or self.settings.concurrent,
+            worker_count=workers or self.settings.concurrent,
         )
 
     async def create_channel(self, config: ChannelConfig) -> None:
@@ -276,7 +318,7 @@ class Service:
         wanted = [self.settings.default_channel]
         if not existing:
             wanted = list(self.default_channel_names)
-        configs = [self.channel_config(name, distinct=True, worker_count=0) for name in wanted]
+        configs = [self.channel_config(name, distinct=True) for name in wanted]
         for name in await self.store.create_channels(configs):
             log.info(
                 "channel %s created (default, distinct, %d workers)", name, configs[0].worker_count
@@ -289,25 +331,27 @@ class Service:
         if channel is not None:
             validate_channel_name(channel)
             if channel not in channels:
-                raise InvalidChannel(f"channel {channel!r} does not exist")
+                raise ChannelNotFound(f"channel {channel!r} does not exist")
             names = [channel]
         else:
             names = sorted(channels)
         return [await self.store.channel_snapshot(name, limit=STATUS_TASKS_LIMIT) for name in names]
 
-    # -- native API operations ------------------------------------------------------------
+    async def find_job(self, job_id: str) -> dict[str, str] | None:
+        """The job's record; None if it never existed or its record expired."""
+        return await self.store.get_job(job_id)
 
     async def get_job(self, job_id: str) -> dict[str, str]:
         record = await self.store.get_job(job_id)
         if record is None:
-            raise JobNotFound(f"no job {job_id!r}: it never existed or its record expired")
+            raise no_job(job_id)
         return record
 
     async def wait_job(self, job_id: str, *, timeout_s: float) -> dict[str, str]:
         """The job's record once final, or as it is when `timeout_s` runs out."""
         record = await self.store.wait_final(job_id, timeout_s=timeout_s)
         if record is None:
-            raise JobNotFound(f"no job {job_id!r}: it never existed or its record expired")
+            raise no_job(job_id)
         return record
 
     async def list_jobs(
@@ -323,7 +367,7 @@ class Service:
     async def require_channel(self, name: str) -> ChannelConfig:
         config = await self.store.get_channel(validate_channel_name(name))
         if config is None:
-            raise InvalidChannel(f"channel {name!r} does not exist")
+            raise ChannelNotFound(f"channel {name!r} does not exist")
         return config
 
     def new_channel(self, name: str, fields: Mapping[str, Any]) -> ChannelConfig:
@@ -351,7 +395,7 @@ class Service:
             )
         status = await self.store.delete_channel(name)
         if status == "missing":
-            raise InvalidChannel(f"channel {name!r} does not exist")
+            raise ChannelNotFound(f"channel {name!r} does not exist")
         if status.startswith("busy"):
             _, queued, scheduled, running = status.split()
             raise Conflict(
@@ -359,6 +403,15 @@ class Service:
                 f" {running} running jobs: pause it and let them finish, or cancel them, first"
             )
         log.info("channel %s deleted", name)
+
+    async def channels(self) -> list[dict[str, Any]]:
+        """Every channel's settings and job counts (`describe_channel`), by name."""
+        configs = await self.store.load_channels()
+        return [await self.describe_channel(configs[name]) for name in sorted(configs)]
+
+    async def describe_channel(self, config: ChannelConfig) -> dict[str, Any]:
+        """A channel's settings with its queued, scheduled and running counts."""
+        return {**config.as_dict(), **await self.channel_counts(config.name)}
 
     async def channel_counts(self, name: str) -> dict[str, int]:
         snap = await self.store.channel_snapshot(name, limit=0)
@@ -379,111 +432,14 @@ class Service:
             ],
         }
 
-    async def retry_dead_job(self, job_id: str) -> None:
-        admission = await self.store.retry_dead(job_id)
-        if admission.status == "ok":
-            log.info("dead job %s queued again", job_id, extra={"job_id": job_id})
-            return
-        if admission.status == "missing":
-            raise JobNotFound(f"no job {job_id!r}: it never existed or its record expired")
-        if admission.status == "duplicate":
-            raise Conflict(
-                f"job {job_id} is a duplicate of live job {admission.job_id} in a distinct"
-                " channel: wait for that one to end"
-            )
-        if admission.status == "nochan":
-            raise InvalidChannel(
-                f"job {job_id}'s channel no longer exists: create it again, then retry"
-            )
-        raise Conflict(f"job {job_id} is {admission.status}, not dead: only dead jobs are retried")
+    async def counters(self) -> dict[str, int]:
+        """The lifetime counters (jobs routed, succeeded, failed, dead letters, ...)."""
+        return await self.store.stats()
 
-    async def drop_dead_job(self, job_id: str) -> None:
-        status = await self.store.drop_dead(job_id)
-        if status == "missing":
-            raise JobNotFound(f"no job {job_id!r}: it never existed or its record expired")
-        if status != "dropped":
-            raise Conflict(f"job {job_id} is {status}, not dead: only dead jobs are dropped")
-        log.info("dead job %s dropped", job_id, extra={"job_id": job_id})
+    async def daily_counts(self, date: str) -> dict[str, int]:
+        """Jobs succeeded and failed on `date` (YYYY-MM-DD)."""
+        return await self.store.daily_counts(date)
 
-    async def take_dead_letter(self, letter_id: str, *, requeue: bool) -> dict[str, Any]:
-        """Drop a dead letter, or (`requeue`) push its message back for routing: refused with
-        Conflict for a message kept only in part (`truncated`)."""
-        if requeue:
-            found = await self.store.find_dead_letter(letter_id)
-            if found is not None and found[1].get("truncated"):
-                raise Conflict(_truncated_letter(letter_id, found[1]))
-        entry = await self.store.take_dead_letter(letter_id, requeue=requeue)
-        if entry is None:
-            raise JobNotFound(
-                f"no dead letter {letter_id!r}: list them with `taskrunner dead list`"
-                " or GET /api/dead-letters"
-            )
-        log.info(
-            "dead letter %s %s", letter_id, "pushed back for routing" if requeue else "dropped"
-        )
-        return entry
-
-
-def _truncated_letter(letter_id: str, entry: dict[str, Any]) -> str:
-    kept = len(str(entry.get("raw", "")).encode("utf-8", "surrogateescape"))
-    return (
-        f"dead letter {letter_id} cannot be retried: only the first {kept} bytes of its"
-        f" {entry.get('size', '?')}-byte message were kept, so it cannot be retried whole;"
-        " push the message again from its source, and drop this entry"
-        f" (DELETE /api/dead-letters/{letter_id}, or `taskrunner dead drop {letter_id}`)"
-    )
-
-
-MAX_WORKERS = 1000
-CHANNEL_FIELDS = frozenset(
-    {"distinct", "worker_count", "paused", "timeout", "retries", "retry_intervals", "log_output",
-     "allow"}
-)  # fmt: skip
-
-
-def apply_channel_fields(config: ChannelConfig, fields: Mapping[str, Any]) -> ChannelConfig:
-    """`config` with the given API fields applied; InvalidJob naming any bad or unknown field."""
-    unknown = sorted(set(fields) - CHANNEL_FIELDS - {"name"})
-    if unknown:
-        raise InvalidJob(
-            f"unknown channel field(s) {', '.join(unknown)}: use {', '.join(sorted(CHANNEL_FIELDS))}"
-        )
-    changes: dict[str, Any] = {}
-    for flag in ("distinct", "paused", "log_output"):
-        if flag in fields:
-            changes[flag] = _flag(fields[flag], flag)
-    if "worker_count" in fields:
-        workers = fields["worker_count"]
-        text = str(workers).strip() if isinstance(workers, int | str) else ""
-        if (
-            isinstance(workers, bool)
-            or not (text.isascii() and text.isdigit() and len(text) <= 4)
-            or not 1 <= int(text) <= MAX_WORKERS
-        ):
-            raise InvalidJob(
-                f'"worker_count" must be a whole number from 1 to {MAX_WORKERS},'
-                f" got {brief(workers)}"
-            )
-        changes["worker_count"] = int(text)
-    if "timeout" in fields:
-        changes["timeout_s"] = parse_seconds(fields["timeout"], "timeout")
-    if "retry_intervals" in fields:
-        changes["retry_intervals"] = parse_intervals(fields["retry_intervals"])
-    if "allow" in fields:
-        changes["allow"] = parse_patterns(fields["allow"], "allow")
-    if "retries" in fields:
-        changes["retries"] = parse_count(fields["retries"], "retries")
-    elif changes.get("retry_intervals"):
-        changes["retries"] = len(changes["retry_intervals"])
-    return replace(config, **changes)
-
-
-def _flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise InvalidJob(f'"{name}" must be true or false, got {brief(value)}')
+    async def undo_count(self) -> int:
+        """kingtask's backlog over all channels: queued jobs plus scheduled ones already due."""
+        return await self.store.undo_count()

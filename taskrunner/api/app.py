@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from taskrunner.api import coyotes as coyotes_api
 from taskrunner.api import dashboard as dashboard_api
 from taskrunner.api import kingtask as kingtask_api
 from taskrunner.api import metrics as metrics_api
 from taskrunner.api import native as native_api
-from taskrunner.api import taskrunner as taskrunner_api
 from taskrunner.api.common import HEALTH, SERVICE, envelope
 from taskrunner.api.connections import BodyTimeout, ConnectionGuard, connection_cap
 from taskrunner.errors import (
+    ChannelNotFound,
     Conflict,
     InvalidChannel,
     InvalidJob,
@@ -45,28 +46,57 @@ READ_DEADLINE_S = 1.8  # GET and HEAD
 WRITE_DEADLINE_S = 2.5  # the others, whose own deadlines (a push's) come first
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)
 ErrorRenderer = Callable[[int, str], web.Response]
+# Renders a taskrunner error given its status, with what the error carries besides its message.
+ExceptionRenderer = Callable[[int, TaskRunnerError], web.Response]
+# A taskrunner error's HTTP status, by type: the first type the error is an instance of wins
+# (ChannelNotFound before InvalidChannel); an error of no type listed is 500.
+ERROR_STATUS: tuple[tuple[type[TaskRunnerError], int], ...] = (
+    (JobNotFound, 404),
+    (ChannelNotFound, 404),
+    (NotAllowed, 403),
+    (Conflict, 409),
+    (InvalidJob, 400),
+    (InvalidChannel, 400),
+    (OutcomeUnknown, 503),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ErrorShape:
     """How errors look under a path prefix: `render(status, message)` builds the response;
-    `routes_hint` lists the routes to name when a path under the prefix matches none."""
+    `render_exception(status, exc)`, when given, renders a taskrunner error with what it
+    carries (a job id); `routes_hint` lists the routes to name when a path under the prefix
+    matches none."""
 
     render: ErrorRenderer
     routes_hint: str = ""
+    render_exception: ExceptionRenderer | None = None
 
 
 def _envelope_error(status: int, message: str) -> web.Response:
     return envelope(None, status=status, message=message)
 
 
-ENVELOPE_ERRORS = ErrorShape(_envelope_error)
+def _envelope_exception(status: int, exc: TaskRunnerError) -> web.Response:
+    """A push whose outcome is unknown carries its job's id in the envelope's `data`, so that
+    a client pushes again with it (and the job runs once)."""
+    if isinstance(exc, OutcomeUnknown):
+        data = {"task_name": None, "result": False, "id": exc.job_id}
+        return envelope(data, status=status, message=str(exc))
+    return _envelope_error(status, str(exc))
+
+
+ENVELOPE_ERRORS = ErrorShape(_envelope_error, render_exception=_envelope_exception)
 # Path prefix -> error shape; the longest matching prefix wins, other paths get the envelope.
 ERROR_SHAPES: dict[str, ErrorShape] = {
-    prefix: ErrorShape(kingtask_api.error_response, kingtask_api.ROUTES_HINT)
+    prefix: ErrorShape(
+        kingtask_api.error_response, kingtask_api.ROUTES_HINT, kingtask_api.exception_response
+    )
     for prefix in kingtask_api.PREFIXES
 }
-ERROR_SHAPES[native_api.PREFIX] = ErrorShape(native_api.error_response, native_api.ROUTES_HINT)
+ERROR_SHAPES[native_api.PREFIX] = ErrorShape(
+    native_api.error_response, native_api.ROUTES_HINT, native_api.exception_response
+)
 ERROR_SHAPES[dashboard_api.PREFIX] = ErrorShape(dashboard_api.error_response)
 
 
@@ -78,17 +108,14 @@ def error_shape(path: str) -> ErrorShape:
 
 
 def error_status(exc: TaskRunnerError) -> int:
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, NotAllowed):
-        return 403
-    if isinstance(exc, JobNotFound) or (
-        isinstance(exc, InvalidChannel) and "does not exist" in str(exc)
-    ):
-        return 404
-    if isinstance(exc, InvalidJob | InvalidChannel):
-        return 400
-    return 500
+    return next((status for kind, status in ERROR_STATUS if isinstance(exc, kind)), 500)
+
+
+def error_response(shape: ErrorShape, exc: TaskRunnerError) -> web.Response:
+    """A taskrunner error in the shape of the API its path belongs to, with its type's status."""
+    if shape.render_exception is not None:
+        return shape.render_exception(error_status(exc), exc)
+    return shape.render(error_status(exc), str(exc))
 
 
 def build_app(runner: Runner) -> web.Application:
@@ -106,7 +133,7 @@ def build_app(runner: Runner) -> web.Application:
     app[SERVICE] = runner.service.on_store(runner.store.for_requests())  # a bounded pool
     app[HEALTH] = runner.health
     app.router.add_get("/healthz", _healthz)
-    taskrunner_api.add_routes(app)
+    coyotes_api.add_routes(app)
     kingtask_api.add_routes(app, bin_path=runner.settings.bin_path)
     native_api.add_routes(app)
     dashboard_api.add_routes(app)
@@ -184,7 +211,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         return shape.render(exc.status, _http_error_message(request, exc, shape))
     except OutcomeUnknown as exc:
         log.warning("%s %s: %s", request.method, request.path, exc)
-        return _outcome_unknown(shape, exc)
+        return error_response(shape, exc)
     except StoreUnavailable as exc:
         if exc.pool_exhausted:
             return shape.render(
@@ -195,7 +222,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.warning("%s %s: Redis unavailable: %s", request.method, request.path, exc)
         return shape.render(503, f"Redis is unavailable, {exc}; try again shortly")
     except TaskRunnerError as exc:
-        return shape.render(error_status(exc), str(exc))
+        return error_response(shape, exc)
 
 
 def _body_late(deadline_s: float) -> str:
@@ -216,20 +243,6 @@ def _waits_by_design(request: web.Request) -> bool:
     return path == dashboard_api.EVENTS_PATH or (
         path.startswith(native_api.PREFIX) and path.endswith("/wait")
     )
-
-
-def _outcome_unknown(shape: ErrorShape, exc: OutcomeUnknown) -> web.Response:
-    """503 carrying the job's id, so that a client retries with it (and the job runs once):
-    in the TaskRunner envelope's `data`, beside the native API's error; kingtask's error is a
-    string, which names it."""
-    if shape is ENVELOPE_ERRORS:
-        data = {"task_name": None, "result": False, "id": exc.job_id}
-        return envelope(data, status=503, message=str(exc))
-    if shape.render is native_api.error_response:
-        return native_api.error_response(503, str(exc), id=exc.job_id)
-    if shape.render is kingtask_api.error_response:  # 503, not its refusals' 403: try again
-        return kingtask_api.json_value(str(exc), status=503)
-    return shape.render(503, str(exc))
 
 
 def _http_error_message(request: web.Request, exc: web.HTTPException, shape: ErrorShape) -> str:

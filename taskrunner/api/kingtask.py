@@ -2,14 +2,14 @@
 
 Success is HTTP 200 with a JSON string (a new job's uuid), a JSON number (counts) or a result
 object. Every error is HTTP 403 with a JSON string saying what was wrong and what to do (401 for
-a missing token); `error_response` renders that shape for the app's error middleware.
+a missing token, 503 for a push whose outcome is unknown); `error_response` and
+`exception_response` render that shape for the app's error middleware.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import logging
 import re
 import time
 from dataclasses import dataclass
@@ -18,13 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
+from taskrunner.admission import accepted_id
 from taskrunner.api.common import JSON_UTF8, SERVICE, read_fields
-from taskrunner.errors import InvalidChannel, InvalidJob, JobNotFound, TaskRunnerError
-from taskrunner.jobs import JOB_ID_RE, RPC, Job, JobState
-from taskrunner.kinds import KINGTASK_CHANNEL, rpc_job, script_job
-from taskrunner.service import Service
-
-log = logging.getLogger("taskrunner.api.kingtask")
+from taskrunner.errors import InvalidJob, JobNotFound, OutcomeUnknown, TaskRunnerError
+from taskrunner.jobs import JOB_ID_RE, RPC, JobState
+from taskrunner.kingtask import rpc_job, script_job
 
 PREFIXES = ("/api/v1/task", "/api/task")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -71,6 +69,14 @@ def error_response(status: int, message: str) -> web.Response:
     return json_value(message, status=401 if status == 401 else 403)
 
 
+def exception_response(status: int, exc: TaskRunnerError) -> web.Response:
+    """A taskrunner error in kingtask's shape; a push whose outcome is unknown is 503, not a
+    refusal's 403: the client should try again."""
+    if isinstance(exc, OutcomeUnknown):
+        return json_value(str(exc), status=status)
+    return error_response(status, str(exc))
+
+
 # -- submitting -------------------------------------------------------------------------
 
 
@@ -83,48 +89,14 @@ async def submit_script(request: web.Request) -> web.Response:
         now=time.time(),
         limits=service.settings.limits,
     )
-    return json_value(await _submit(service, job))
+    return json_value(accepted_id(await service.push(job, source="http kingtask")))
 
 
 async def submit_rpc(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     fields = await read_fields(request, include_query=True)
     job = rpc_job(fields, now=time.time(), limits=service.settings.limits)
-    return json_value(await _submit(service, job))
-
-
-async def _submit(service: Service, job: Job) -> str:
-    """Enqueue a new job (never a duplicate); the `kingtask` channel is created on first use."""
-    async with service.push_deadline(job):
-        return await _admit(service, job)
-
-
-async def _admit(service: Service, job: Job) -> str:
-    if job.channel == KINGTASK_CHANNEL:
-        config = service.channel_config(KINGTASK_CHANNEL, distinct=False, worker_count=0)
-        if await service.store.create_channel(config, exist_ok=True):
-            log.info(
-                "channel %s created for kingtask jobs (%d workers)",
-                config.name,
-                config.worker_count,
-            )
-    await service.check_allowed(job)
-    admission = await service.store.enqueue(job, runner_id=service.settings.runner_id)
-    if admission.status == "nochan":
-        raise InvalidChannel(
-            f"channel {job.channel!r} does not exist: create it first (POST /queue name=...),"
-            f' or leave "channel" empty to use {KINGTASK_CHANNEL!r}'
-        )
-    if not admission.accepted:
-        raise TaskRunnerError(f"job {job.id} was refused ({admission.status}): submit it again")
-    log.debug(
-        "%s job %s queued in %s",
-        job.kind,
-        job.id,
-        job.channel,
-        extra={"job_id": job.id, "channel": job.channel},
-    )
-    return job.id
+    return json_value(accepted_id(await service.push(job, source="http kingtask")))
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -134,7 +106,7 @@ async def result(request: web.Request) -> web.Response:
     job_id = request.match_info.get("uuid") or request.query.get("uuid", "")
     record = None
     if JOB_ID_RE.match(job_id):
-        record = await request.app[SERVICE].store.get_job(job_id)
+        record = await request.app[SERVICE].find_job(job_id)
     if record is None:
         raise JobNotFound(
             f"result not exist: no job {job_id[:200]!r} (a wrong uuid, or its result expired)"
@@ -165,7 +137,7 @@ def _message(record: dict[str, str], *, ok: bool) -> str:
 
 
 async def count_undo(request: web.Request) -> web.Response:
-    return json_value(await request.app[SERVICE].store.undo_count())
+    return json_value(await request.app[SERVICE].undo_count())
 
 
 async def succeeded_on(request: web.Request) -> web.Response:
@@ -180,7 +152,7 @@ async def _daily(request: web.Request, counter: str) -> web.Response:
     date = request.match_info["date"]
     if not DATE_RE.match(date) or not _is_date(date):
         raise InvalidJob(f"date {date[:40]!r} must be YYYY-MM-DD, e.g. 2015-10-30")
-    counts = await request.app[SERVICE].store.daily_counts(date)
+    counts = await request.app[SERVICE].daily_counts(date)
     return json_value(counts.get(counter, 0))
 
 

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from taskrunner.admission import accepted_id
 from taskrunner.api.common import SERVICE
 from taskrunner.api.openapi import (
     DEFAULT_LIMIT,
@@ -23,9 +24,8 @@ from taskrunner.api.openapi import (
     MAX_WAIT_S,
     OPENAPI_DOCUMENT,
 )
-from taskrunner.errors import InvalidJob
-from taskrunner.jobs import ChannelConfig
-from taskrunner.service import Service
+from taskrunner.errors import DuplicateJob, InvalidJob, OutcomeUnknown, TaskRunnerError
+from taskrunner.jobs import channel_alias
 from taskrunner.views import job_view, parse_state
 
 PREFIX: Final = "/api"
@@ -76,6 +76,18 @@ def error_response(status: int, message: str, **extra: Any) -> web.Response:
     return reply({"error": {"status": status, "message": message}, **extra}, status=status)
 
 
+def exception_response(status: int, exc: TaskRunnerError) -> web.Response:
+    """A taskrunner error in the native shape, with the job id a client needs beside it: `id`
+    when a push's outcome is unknown (push again with it), `duplicate_of` naming the live job
+    that refused a push."""
+    extra: dict[str, str] = {}
+    if isinstance(exc, OutcomeUnknown):
+        extra["id"] = exc.job_id
+    elif isinstance(exc, DuplicateJob):
+        extra["duplicate_of"] = exc.live_id
+    return error_response(status, str(exc), **extra)
+
+
 # -- jobs -------------------------------------------------------------------------------------
 
 
@@ -83,20 +95,11 @@ async def create_job(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     fields = await _json_object(request)
     _refuse_unknown(fields, JOB_FIELDS, "job")
-    if "chan" in fields:
-        if "channel" in fields:
-            raise InvalidJob('give the channel as "channel" or as "chan", not both')
-        fields["channel"] = fields.pop("chan")
+    fields = channel_alias(fields, refuse_both=True)
     admission = await service.submit(fields, source="http /api/jobs")
-    if not admission.accepted:
-        return error_response(
-            409,
-            f"job refused: live job {admission.job_id} has the same dedup key in this distinct"
-            " channel; wait for it to end, or cancel it",
-            duplicate_of=admission.job_id,
-        )
+    job_id = accepted_id(admission)  # a duplicate: 409 naming the live job
     created = admission.status == "ok"  # else a job has this id: a retried push, answered
-    return reply(job_view(await service.get_job(admission.job_id)), status=201 if created else 200)
+    return reply(job_view(await service.get_job(job_id)), status=201 if created else 200)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -152,10 +155,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 async def list_channels(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    channels = await service.store.load_channels()
-    views = [await _channel_view(service, channels[name]) for name in sorted(channels)]
-    return reply({"channels": views})
+    return reply({"channels": await request.app[SERVICE].channels()})
 
 
 async def create_channel(request: web.Request) -> web.Response:
@@ -166,13 +166,13 @@ async def create_channel(request: web.Request) -> web.Response:
         raise InvalidJob('"name" is required: a string with the name of the channel to create')
     config = service.new_channel(name, fields)
     await service.create_channel(config)
-    return reply(await _channel_view(service, config), status=201)
+    return reply(await service.describe_channel(config), status=201)
 
 
 async def get_channel(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     config = await service.require_channel(request.match_info["name"])
-    return reply(await _channel_view(service, config))
+    return reply(await service.describe_channel(config))
 
 
 async def update_channel(request: web.Request) -> web.Response:
@@ -200,11 +200,7 @@ async def delete_channel(request: web.Request) -> web.Response:
 async def _change_channel(request: web.Request, fields: dict[str, Any]) -> web.Response:
     service = request.app[SERVICE]
     config = await service.update_channel(request.match_info["name"], fields)
-    return reply(await _channel_view(service, config))
-
-
-async def _channel_view(service: Service, config: ChannelConfig) -> dict[str, Any]:
-    return {**config.as_dict(), **await service.channel_counts(config.name)}
+    return reply(await service.describe_channel(config))
 
 
 # -- stats, dead jobs, dead letters -----------------------------------------------------------
@@ -215,8 +211,8 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def list_dead_jobs(request: web.Request) -> web.Response:
-    store = request.app[SERVICE].store
-    records, total = await store.dead_jobs(offset=_offset(request), limit=_limit(request))
+    service = request.app[SERVICE]
+    records, total = await service.dead_jobs(offset=_offset(request), limit=_limit(request))
     return reply({"jobs": [job_view(r) for r in records], "total": total})
 
 
@@ -233,9 +229,9 @@ async def drop_dead_job(request: web.Request) -> web.Response:
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
-    store = request.app[SERVICE].store
-    entries = await store.dead_letters(start=_offset(request), count=_limit(request))
-    return reply({"dead_letters": entries, "total": await store.dead_letter_count()})
+    service = request.app[SERVICE]
+    entries = await service.dead_letters(start=_offset(request), count=_limit(request))
+    return reply({"dead_letters": entries, "total": await service.dead_letter_count()})
 
 
 async def retry_dead_letter(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from taskrunner.allow import MAX_PATTERN_CHARS, MAX_PATTERNS
+from taskrunner.channel_fields import MAX_WORKERS
 from taskrunner.jobs import (
     MAX_ARGS,
     MAX_DEDUP_KEY_CHARS,
@@ -17,7 +18,7 @@ from taskrunner.jobs import (
     JobState,
     Limits,
 )
-from taskrunner.service import DEAD_LETTER_RAW_BYTES, MAX_WORKERS, SUMMARY_TEXT_BYTES
+from taskrunner.service import DEAD_LETTER_RAW_BYTES, SUMMARY_TEXT_BYTES
 
 # The API's limits on paging and waiting (api/native.py enforces them).
 DEFAULT_LIMIT: Final = 50

@@ -33,12 +33,12 @@ def dead_list(limit: int, as_json: bool, **opts: Any) -> None:
     """List dead jobs and dead letters, newest first, with their totals."""
 
     async def work(service: Service) -> dict[str, Any]:
-        records, jobs_total = await service.store.dead_jobs(offset=0, limit=limit)
+        records, jobs_total = await service.dead_jobs(offset=0, limit=limit)
         return {
             "dead_jobs": [job_view(record) for record in records],
             "dead_jobs_total": jobs_total,
-            "dead_letters": await service.store.dead_letters(start=0, count=limit),
-            "dead_letters_total": await service.store.dead_letter_count(),
+            "dead_letters": await service.dead_letters(start=0, count=limit),
+            "dead_letters_total": await service.dead_letter_count(),
         }
 
     data = with_service(opts, work)

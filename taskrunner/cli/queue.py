@@ -63,9 +63,10 @@ def queue_create(name: str, distinct: bool, worker: int, **opts: Any) -> None:
     """Create channel NAME."""
 
     async def work(service: Service) -> None:
-        await service.create_channel(
-            service.channel_config(name, distinct=distinct, worker_count=worker)
+        config = service.channel_config(
+            name, distinct=distinct, worker_count=worker, worker_field="--worker"
         )
+        await service.create_channel(config)
 
     with_service(opts, work)
     click.echo(f"channel {name} created")
@@ -77,14 +78,7 @@ def queue_create(name: str, distinct: bool, worker: int, **opts: Any) -> None:
 def queue_list(as_json: bool, **opts: Any) -> None:
     """List channels with their settings and queued, scheduled and running counts."""
 
-    async def work(service: Service) -> list[dict[str, Any]]:
-        channels = await service.store.load_channels()
-        return [
-            {**config.as_dict(), **await service.channel_counts(name)}
-            for name, config in sorted(channels.items())
-        ]
-
-    data = with_service(opts, work)
+    data = with_service(opts, lambda s: s.channels())
     emit(data, as_json, lambda: tables.render(tables.CHANNEL_COLUMNS, tables.channel_rows(data)))
 
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from taskrunner.errors import ChannelExists, InvalidChannel, InvalidJob
+from taskrunner.errors import ChannelExists, ChannelNotFound, InvalidChannel, InvalidJob
 from taskrunner.jobs import ChannelConfig, validate_channel_name
 from taskrunner.store.base import StoreBase
 from taskrunner.store.records import text
@@ -61,7 +61,7 @@ class ChannelOps(StoreBase):
     async def update_channel(
         self, name: str, change: Callable[[ChannelConfig], ChannelConfig]
     ) -> ChannelConfig:
-        """Read, change and write one channel atomically (WATCH); InvalidChannel if missing."""
+        """Read, change and write one channel atomically (WATCH); ChannelNotFound if missing."""
         key = self.keys.channels
         validate_channel_name(name)
         updated: ChannelConfig | None = None
@@ -70,7 +70,7 @@ class ChannelOps(StoreBase):
             nonlocal updated
             raw = await pipe.hget(key, name)
             if raw is None:
-                raise InvalidChannel(f"channel {name!r} does not exist")
+                raise ChannelNotFound(f"channel {name!r} does not exist")
             updated = change(ChannelConfig.from_json(name, raw))
             pipe.multi()
             pipe.hset(key, name, updated.to_json())

@@ -42,6 +42,19 @@ NO_BIN_PATH = (
 )
 
 
+def in_kingtask_channel(job: Job) -> bool:
+    """A kingtask job (script or rpc) left in kingtask's own channel: kingtask had no channels,
+    so that one is created on first use."""
+    return job.kind in (SCRIPT, RPC) and job.channel == KINGTASK_CHANNEL
+
+
+def missing_channel_hint(job: Job) -> str:
+    """What to do when the channel a job names does not exist, in its API's terms."""
+    if job.kind in (SCRIPT, RPC):
+        return f'create it first (POST /queue name=...), or leave "channel" empty to use {KINGTASK_CHANNEL!r}'
+    return "create it first (POST /queue name=... or `taskrunner queue create NAME`)"
+
+
 def program_of(job: Job, *, shell: bool, bin_path: Path | None) -> str | None:
     """The program a job runs, as allowlists see it: argv[0] of its process. A command's first
     word (`task` itself when `args` is given), `/bin/sh` with `shell`; a script's absolute path

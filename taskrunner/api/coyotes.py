@@ -1,4 +1,9 @@
-"""TaskRunner's API, byte-compatible: `GET /`, `GET /status`, `POST /push`, `POST /queue`."""
+"""TaskRunner's HTTP API as upstream serves it (mylxsw/coyotes, the Go TaskRunner), kept
+byte-compatible: `GET /`, `GET /status`, `POST /push`, `POST /queue`.
+
+Answers are TaskRunner's envelope `{"status_code", "message", "data"}` (see `common.envelope`),
+errors too, with the HTTP status equal to `status_code`; the error middleware in `api/app.py`
+renders them. Each handler reads the request, calls one service operation, renders."""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from aiohttp import web
 
 from taskrunner.api.common import SERVICE, envelope, read_fields
 from taskrunner.errors import InvalidJob
-from taskrunner.jobs import brief
-from taskrunner.service import MAX_WORKERS, ChannelSnapshot
+from taskrunner.jobs import channel_alias
+from taskrunner.service import ChannelSnapshot
 
 # Upstream's task status numbers in /status.
 STATUS_QUEUED_NO_MARK = 0
@@ -33,8 +38,8 @@ async def status(request: web.Request) -> web.Response:
     channel = request.query.get("channel") or None
     snapshots = await service.snapshots(channel)
     data = {snap.channel: _channel_status(snap) for snap in snapshots}
-    stats = await service.store.stats()
-    recent = await service.store.dead_letters(count=10)
+    stats = await service.counters()
+    recent = await service.dead_letters(start=0, count=10)
     return envelope(data, dead_letters={"count": stats.get("dead_letters", 0), "recent": recent})
 
 
@@ -66,9 +71,7 @@ def _status_number(state: str, has_mark: bool) -> int:
 
 
 async def push(request: web.Request) -> web.Response:
-    fields = await read_fields(request)
-    if "chan" in fields and "channel" not in fields:
-        fields["channel"] = fields.pop("chan")
+    fields = channel_alias(await read_fields(request))
     admission = await request.app[SERVICE].submit(fields, source="http /push")
     data = {"task_name": fields["task"], "result": admission.accepted, "id": admission.job_id}
     return envelope(data)
@@ -81,18 +84,8 @@ async def create_queue(request: web.Request) -> web.Response:
     if not isinstance(name, str) or not name:
         raise InvalidJob('"name" is required: the channel name to create')
     distinct = str(fields.get("distinct", "false")).strip().lower() == "true"
-    worker = _worker_count(fields.get("worker", 0))
-    await service.create_channel(
-        service.channel_config(name, distinct=distinct, worker_count=worker)
+    config = service.channel_config(
+        name, distinct=distinct, worker_count=fields.get("worker", 0), worker_field='"worker"'
     )
+    await service.create_channel(config)
     return envelope(None)
-
-
-def _worker_count(value: Any) -> int:
-    text = str(value).strip() or "0"
-    if isinstance(value, bool) or not (text.isascii() and text.isdigit() and len(text) <= 4):
-        raise InvalidJob(
-            f'"worker" must be a whole number from 0 to {MAX_WORKERS} (0 = --concurrent),'
-            f" got {brief(value)}"
-        )
-    return int(text)
