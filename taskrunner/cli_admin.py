@@ -11,8 +11,8 @@ from taskrunner import tables
 from taskrunner.cli_base import emit, redis_options, with_service
 from taskrunner.errors import JobNotFound
 from taskrunner.jobs import JobState
+from taskrunner.models import job_view
 from taskrunner.service import Service
-from taskrunner.views import job_view
 
 CHANNEL_CHANGES = (
     "worker_count",

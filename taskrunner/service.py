@@ -7,9 +7,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msgspec.structs import replace
 
 from taskrunner.allow import check_program, parse_patterns
 from taskrunner.errors import Conflict, InvalidChannel, InvalidJob, JobNotFound, OutcomeUnknown

@@ -32,7 +32,15 @@ from taskrunner.errors import (
     StoreRefusing,
     StoreUnavailable,
 )
-from taskrunner.jobs import CHANNEL_NAME_RE, ChannelConfig, Job, JobState, validate_channel_name
+from taskrunner.jobs import (
+    CHANNEL_NAME_RE,
+    JOB_RECORD_NAMES,
+    ChannelConfig,
+    Job,
+    JobState,
+    validate_channel_name,
+)
+from taskrunner.models import SUMMARY_FIELDS, SUMMARY_TEXT_BYTES
 from taskrunner.redis_url import RedisTarget, parse_redis_url, redact_url
 
 __all__ = ["CONNECTION_ERRORS", "UNAVAILABLE_ERRORS", "Keys", "Store", "redact_url"]
@@ -44,7 +52,6 @@ log = logging.getLogger("taskrunner.store")
 DEAD_LETTER_RAW_BYTES: Final = 8192
 DEAD_LETTER_PAGE: Final = 100  # entries read at a time when looking for one by id
 TAKE_BATCH_BYTES: Final = 1024 * 1024  # messages taken in one round trip stop past this size
-SUMMARY_TEXT_BYTES: Final = 4096  # a listing shows this much of a job's command, args, error
 
 # Errors that mean "Redis is not reachable right now": callers back off and try again.
 CONNECTION_ERRORS: Final = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
@@ -215,12 +222,6 @@ class Keys:
         return f"{self.prefix}:events:dead_letters"
 
 
-# Fields of a job listing (everything but the output).
-SUMMARY_FIELDS: Final = (
-    "id", "task", "channel", "kind", "state", "attempt", "retries", "created_at", "run_at",
-    "due_at", "started_at", "finished_at", "duration", "exit_code", "signal", "error", "runner",
-    "http_status", "args", "method", "url",
-)  # fmt: skip
 LIST_CHUNK: Final = 500
 PRIMARY_CHECK_S: Final = 1.0  # redis+sentinel://: how often the sentinels are asked at most
 COALESCE_MAX: Final = 500  # enqueues sent in one pipeline at most
@@ -233,11 +234,8 @@ IdSource = Callable[[int, int], Awaitable[list[str]]]
 RECENT_CAP: Final = 10000
 HANDED_BACK: Final = "handed_back"  # Store.hand_back: the job is queued again
 
-# Fields a claim returns, in this order (see lua/claim.lua).
-CLAIM_FIELDS: Final = (
-    "id", "task", "channel", "args", "ts", "run_at", "retries", "retry_intervals",
-    "timeout", "dedup_key", "created_at", "attempt", "kind", "method", "url", "body", "due_at",
-)  # fmt: skip
+# Fields a claim returns, in this order (see lua/claim.lua): the Job's, and the attempt's.
+CLAIM_FIELDS: Final = (*JOB_RECORD_NAMES, "attempt", "due_at")
 
 
 @dataclass(frozen=True, slots=True)

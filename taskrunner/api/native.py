@@ -25,15 +25,11 @@ from taskrunner.api.openapi import (
 )
 from taskrunner.errors import InvalidJob
 from taskrunner.jobs import ChannelConfig
+from taskrunner.models import JOB_CREATE_FIELDS, job_view, parse_state
 from taskrunner.service import Service
-from taskrunner.views import job_view, parse_state
 
 PREFIX: Final = "/api"
 ROUTES_HINT: Final = "the routes listed in GET /api/openapi.json"
-JOB_FIELDS: Final = frozenset(
-    {"task", "args", "id", "run_at", "delay", "retries", "retry_intervals", "timeout",
-     "dedup_key", "ts", "channel", "chan"}
-)  # fmt: skip
 JSON_TYPES: Final = frozenset({"application/json"})
 
 _dumps = functools.partial(json.dumps, ensure_ascii=False)
@@ -82,7 +78,7 @@ def error_response(status: int, message: str, **extra: Any) -> web.Response:
 async def create_job(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     fields = await _json_object(request)
-    _refuse_unknown(fields, JOB_FIELDS, "job")
+    _refuse_unknown(fields, JOB_CREATE_FIELDS, "job")
     if "chan" in fields:
         if "channel" in fields:
             raise InvalidJob('give the channel as "channel" or as "chan", not both')

@@ -1,24 +1,23 @@
-"""The OpenAPI 3.0.3 document of the native API (`GET /api/openapi.json`), written as data.
+"""The OpenAPI 3.0.3 document of the native API (`GET /api/openapi.json`).
 
-Every route `api/native.py` registers is described here, and nothing else; tests/test_openapi.py
-checks both directions and runs generated requests against a live runner."""
+The job schemas are generated from the models (`models.JobCreate`, `models.JobRecord`), so a
+job field and its limits are written once; the routes are a small table. Every route
+`api/native.py` registers is described here, and nothing else; tests/test_openapi.py checks
+both directions and runs generated requests against a live runner."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Final
 
+import msgspec
+from msgspec import UNSET
+
 from taskrunner.allow import MAX_PATTERN_CHARS, MAX_PATTERNS
-from taskrunner.jobs import (
-    MAX_ARGS,
-    MAX_DEDUP_KEY_CHARS,
-    MAX_INTERVALS,
-    MAX_SECONDS,
-    JobState,
-    Limits,
-)
+from taskrunner.jobs import JOB_ID_RE, MAX_SECONDS, JobState
+from taskrunner.models import NAME_PATTERN, Intervals, JobCreate, JobRecord, schema_pattern
 from taskrunner.service import MAX_WORKERS
-from taskrunner.store import DEAD_LETTER_RAW_BYTES, SUMMARY_TEXT_BYTES
+from taskrunner.store import DEAD_LETTER_RAW_BYTES
 
 # The API's limits on paging and waiting (api/native.py enforces them).
 DEFAULT_LIMIT: Final = 50
@@ -27,10 +26,7 @@ MAX_OFFSET: Final = 10_000_000
 DEFAULT_WAIT_S: Final = 30.0
 MAX_WAIT_S: Final = 300.0
 
-NAME_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
-JOB_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,128}$"
-NUMERIC_PATTERN: Final = r"^-?[0-9]+(\.[0-9]+)?$"
-INTERVALS_PATTERN: Final = r"^ *[0-9]+(\.[0-9]+)?([ ,]+[0-9]+(\.[0-9]+)?)* *$"
+JOB_ID_PATTERN: Final = schema_pattern(JOB_ID_RE)
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -70,142 +66,49 @@ _BODY_ERRORS: Final = (400, 413, 415)
 _NO_CONTENT: Final = {"description": "Done; no content."}
 _SECONDS: Final = {"type": "number", "minimum": 0, "maximum": MAX_SECONDS}
 _COUNT: Final = {"type": "integer", "minimum": 0, "maximum": 1000}
-_INTERVALS: Final = {
-    "description": "Seconds between attempts: a list, or a space-separated string such as"
-    ' "60 600 3600"; the last interval repeats when there are more retries.',
-    "oneOf": [
-        {"type": "array", "items": _SECONDS, "maxItems": MAX_INTERVALS},
-        {"type": "string", "maxLength": 4096, "pattern": INTERVALS_PATTERN},
-    ],
-}
 
 
 def _nullable(type_name: str, **more: Any) -> dict[str, Any]:
     return {"type": type_name, "nullable": True, **more}
 
 
-_JOB_CREATE: Final = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["task"],
-    "description": "Give at most one of `channel` and `chan`, and of `run_at` and `delay`.",
-    "allOf": [
+def openapi_schema(node: Any) -> Any:
+    """A JSON Schema (2020-12, as msgspec writes it) in OpenAPI 3.0's dialect: `anyOf` with
+    `{"type": "null"}` becomes `nullable`, and titles (class names) go."""
+    if isinstance(node, list):
+        return [openapi_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    schema = {k: openapi_schema(v) for k, v in node.items() if k != "title"}
+    options = schema.get("anyOf", [])
+    if {"type": "null"} in options:
+        rest = [option for option in options if option != {"type": "null"}]
+        del schema["anyOf"]
+        schema.update(rest[0] if len(rest) == 1 else {"anyOf": rest}, nullable=True)
+    return schema
+
+
+def _model_schemas() -> dict[str, Any]:
+    """`JobCreate` and `Job` from the models. A record field is required when it is always
+    rendered (its default is not UNSET), and a record may carry fields the model lacks."""
+    _, components = msgspec.json.schema_components(
+        [JobCreate, JobRecord], ref_template="#/components/schemas/{name}"
+    )
+    job = components.pop("JobRecord")
+    job["required"] = [
+        f.encode_name for f in msgspec.structs.fields(JobRecord) if f.default is not UNSET
+    ]
+    job["additionalProperties"] = True
+    components["Job"] = job
+    components["JobCreate"]["allOf"] = [
         {"not": {"required": ["channel", "chan"]}},
         {"not": {"required": ["run_at", "delay"]}},
-    ],
-    "properties": {
-        "task": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": Limits().max_task_chars,
-            "description": "The command line (split with POSIX shell rules), or the program"
-            " when `args` is given.",
-        },
-        "args": {
-            "type": "array",
-            "items": {"type": "string"},
-            "maxItems": MAX_ARGS,
-            "description": "Exact argv after the program; `task` is then not split.",
-        },
-        "channel": {
-            "type": "string",
-            "pattern": NAME_PATTERN,
-            "description": "Default channel when absent.",
-        },
-        "chan": {"type": "string", "pattern": NAME_PATTERN, "description": "Alias of `channel`."},
-        "id": {
-            "type": "string",
-            "pattern": JOB_ID_PATTERN,
-            "description": "Caller-chosen id (idempotency key); default a new UUID.",
-        },
-        "run_at": {
-            "type": "number",
-            "minimum": 0,
-            "description": "Unix seconds: run no earlier (at most 10 years ahead).",
-        },
-        "delay": {**_SECONDS, "description": "Seconds from now: run no earlier."},
-        "retries": {**_COUNT, "description": "Retries after the first attempt."},
-        "retry_intervals": _INTERVALS,
-        "timeout": {
-            **_SECONDS,
-            "description": "Seconds before the process group is killed (0: channel's, else runner's).",
-        },
-        "dedup_key": {
-            "type": "string",
-            "maxLength": MAX_DEDUP_KEY_CHARS,
-            "description": "What `distinct` compares instead of program + argv.",
-        },
-        "ts": {
-            "description": "Producer's timestamp, kept on the job.",
-            "oneOf": [{"type": "number"}, {"type": "string", "pattern": NUMERIC_PATTERN}],
-        },
-    },
-}
+    ]
+    return dict(openapi_schema(components))
 
-_JOB: Final = {
-    "type": "object",
-    "description": "A job record; which fields are present depends on its kind and progress.",
-    "required": ["id", "task", "channel", "state", "final", "kind"],
-    "additionalProperties": True,
-    "properties": {
-        "id": {"type": "string"},
-        "task": {"type": "string"},
-        "channel": {"type": "string"},
-        "kind": {"type": "string", "enum": ["command", "script", "rpc"]},
-        "state": {"type": "string", "enum": [s.value for s in JobState]},
-        "final": {"type": "boolean", "description": "True once the job reached a final state."},
-        "attempt": _nullable("integer"),
-        "retries": _nullable("integer"),
-        "revived": _nullable("integer"),
-        "args": _nullable("array", items={"type": "string"}),
-        "retry_intervals": _nullable("array", items={"type": "number"}),
-        **{
-            name: _nullable("number")
-            for name in (
-                "ts",
-                "run_at",
-                "created_at",
-                "started_at",
-                "finished_at",
-                "duration",
-                "timeout",
-                "due_at",
-            )
-        },
-        **{name: _nullable("integer") for name in ("exit_code", "signal", "pid", "http_status")},
-        **{
-            name: _nullable("string")
-            for name in (
-                "signal_name",
-                "error",
-                "runner",
-                "dedup_key",
-                "dedup",
-                "method",
-                "url",
-                "body",
-                "handed_back",
-            )
-        },
-        "stdout": {"type": "string"},
-        "stderr": {"type": "string"},
-        "stdout_truncated": {"type": "boolean"},
-        "stderr_truncated": {"type": "boolean"},
-        **{
-            f"{name}_truncated": {
-                "type": "boolean",
-                "description": f"In a listing: `{name}` shows its first {SUMMARY_TEXT_BYTES}"
-                " bytes only.",
-            }
-            for name in ("task", "url", "error")
-        },
-        "args_truncated": {
-            "type": "boolean",
-            "description": f"In a listing: `args`, over {SUMMARY_TEXT_BYTES} bytes, is left out.",
-        },
-        "cancel_requested": {"type": "boolean"},
-    },
-}
+
+_INTERVALS: Final = openapi_schema(msgspec.json.schema(Intervals))
+
 
 _CHANNEL_FIELDS: Final = {
     "distinct": {"type": "boolean", "description": "Refuse a job whose dedup key is live."},
@@ -424,8 +327,7 @@ def _page(item_schema: str, key: str, extra: dict[str, Any], required: list[str]
 
 _SCHEMAS: Final = {
     "Error": _ERROR,
-    "JobCreate": _JOB_CREATE,
-    "Job": _JOB,
+    **_model_schemas(),
     "JobPage": _page(
         "Job",
         "jobs",
