@@ -8,7 +8,7 @@ both directions and runs generated requests against a live runner."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 from msgspec import UNSET
@@ -63,7 +63,6 @@ def _body(schema_name: str, description: str) -> dict[str, Any]:
 
 
 _BODY_ERRORS: Final = (400, 413, 415)
-_NO_CONTENT: Final = {"description": "Done; no content."}
 _SECONDS: Final = {"type": "number", "minimum": 0, "maximum": MAX_SECONDS}
 _COUNT: Final = {"type": "integer", "minimum": 0, "maximum": 1000}
 
@@ -372,193 +371,109 @@ _SCHEMAS: Final = {
 }
 
 
-def _op(
-    op_id: str,
-    summary: str,
-    responses: dict[str, Any],
-    *,
-    params: Sequence[str] = (),
-    body: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    operation: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
-    if params:
-        operation["parameters"] = [_ref("parameters", p) for p in params]
-    if body is not None:
-        operation["requestBody"] = body
+class Route(NamedTuple):
+    """One operation: its answer on success (status, schema, description), the error statuses
+    besides 401 and 503 (an operation with a body adds 400, 413 and 415), its parameters and
+    its body (schema, description)."""
+
+    method: str
+    path: str
+    op_id: str
+    summary: str
+    status: int
+    schema: str | None  # None: no content (204), or any object (the document itself)
+    description: str
+    errors: tuple[int, ...] = ()
+    params: tuple[str, ...] = ()
+    body: tuple[str, str] | None = None
+
+
+_PAGE: Final = ("Offset", "Limit")
+ROUTES: Final = (
+    Route("post", "/api/jobs", "createJob", "Submit a job", 201, "Job",
+          "The job, queued or scheduled.", (403, 404, 409),
+          body=("JobCreate", "The job: section 2 fields of the ingress message, plus `channel`.")),
+    Route("get", "/api/jobs", "listJobs", "List jobs, by channel and state, with offset paging",
+          200, "JobPage", "A page of job summaries (no output).", (400, 404),
+          ("ChannelFilter", "StateFilter", *_PAGE)),
+    Route("get", "/api/jobs/{id}", "getJob", "Get a job with its result", 200, "Job", "The job.",
+          (404,), ("JobId",)),
+    Route("get", "/api/jobs/{id}/wait", "waitJob",
+          "Wait until a job ends (or the timeout runs out)", 200, "Job",
+          "The job; `final` tells whether it ended.", (400, 404), ("JobId", "WaitTimeout")),
+    Route("post", "/api/jobs/{id}/cancel", "cancelJob", "Cancel a queued, scheduled or running job",
+          200, "CancelResult", "Cancelled, or its runner was told to kill it.", (404, 409),
+          ("JobId",)),
+    Route("get", "/api/channels", "listChannels", "List channels with their job counts", 200,
+          "ChannelList", "Every channel."),
+    Route("post", "/api/channels", "createChannel", "Create a channel", 201, "Channel",
+          "The new channel.", (409,),
+          body=("ChannelCreate", "Name and settings; defaults: not distinct, --concurrent workers.")),
+    Route("get", "/api/channels/{name}", "getChannel", "Get a channel", 200, "Channel",
+          "The channel.", (400, 404), ("ChannelName",)),
+    Route("patch", "/api/channels/{name}", "updateChannel",
+          "Change a channel's settings (live on every runner)", 200, "Channel",
+          "The channel as changed.", (404,), ("ChannelName",),
+          ("ChannelUpdate", "The settings to change.")),
+    Route("delete", "/api/channels/{name}", "deleteChannel", "Delete an empty channel", 204, None,
+          "Done; no content.", (400, 404, 409), ("ChannelName",)),
+    Route("post", "/api/channels/{name}/pause", "pauseChannel",
+          "Pause a channel: its jobs stay queued", 200, "Channel", "The channel.", (400, 404),
+          ("ChannelName",)),
+    Route("post", "/api/channels/{name}/resume", "resumeChannel", "Resume a paused channel", 200,
+          "Channel", "The channel.", (400, 404), ("ChannelName",)),
+    Route("get", "/api/stats", "getStats", "Counters, per-channel counts, dead totals and runners",
+          200, "Stats", "The statistics."),
+    Route("get", "/api/dead-jobs", "listDeadJobs",
+          "List dead jobs (failed after their retries), newest first", 200, "DeadJobPage",
+          "A page of dead jobs with their last error.", (400,), _PAGE),
+    Route("post", "/api/dead-jobs/{id}/retry", "retryDeadJob",
+          "Queue a dead job again with a fresh retry budget", 200, "Job",
+          "The job, queued again.", (404, 409), ("JobId",)),
+    Route("delete", "/api/dead-jobs/{id}", "dropDeadJob", "Delete a dead job for good", 204, None,
+          "Done; no content.", (404, 409), ("JobId",)),
+    Route("get", "/api/dead-letters", "listDeadLetters",
+          "List refused ingress messages, newest first", 200, "DeadLetterPage",
+          "A page of dead letters.", (400,), _PAGE),
+    Route("post", "/api/dead-letters/{id}/retry", "retryDeadLetter",
+          "Push a dead letter's message back on the prepare queue (409 if it is truncated)", 200,
+          "DeadLetter", "The entry, now routed again.", (404, 409), ("DeadLetterId",)),
+    Route("delete", "/api/dead-letters/{id}", "dropDeadLetter", "Delete a dead letter", 204, None,
+          "Done; no content.", (404,), ("DeadLetterId",)),
+    Route("get", "/api/openapi.json", "getOpenApi", "This document", 200, None,
+          "The OpenAPI document."),
+)  # fmt: skip
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    if route.schema is not None:
+        success = _json(route.schema, route.description)
+    elif route.status == 204:
+        success = {"description": route.description}
+    else:
+        success = {
+            "description": route.description,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    errors = (*route.errors, *(_BODY_ERRORS if route.body else ()))
+    operation: dict[str, Any] = {
+        "operationId": route.op_id,
+        "summary": route.summary,
+        "responses": {str(route.status): success, **_errors(*sorted(set(errors)))},
+    }
+    if route.params:
+        operation["parameters"] = [_ref("parameters", p) for p in route.params]
+    if route.body is not None:
+        operation["requestBody"] = _body(*route.body)
     return operation
 
 
-_PATHS: Final = {
-    "/api/jobs": {
-        "post": _op(
-            "createJob",
-            "Submit a job",
-            {
-                "201": _json("Job", "The job, queued or scheduled."),
-                **_errors(*_BODY_ERRORS, 403, 404, 409),
-            },
-            body=_body(
-                "JobCreate", "The job: section 2 fields of the ingress message, plus `channel`."
-            ),
-        ),
-        "get": _op(
-            "listJobs",
-            "List jobs, by channel and state, with offset paging",
-            {"200": _json("JobPage", "A page of job summaries (no output)."), **_errors(400, 404)},
-            params=["ChannelFilter", "StateFilter", "Offset", "Limit"],
-        ),
-    },
-    "/api/jobs/{id}": {
-        "get": _op(
-            "getJob",
-            "Get a job with its result",
-            {"200": _json("Job", "The job."), **_errors(404)},
-            params=["JobId"],
-        ),
-    },
-    "/api/jobs/{id}/wait": {
-        "get": _op(
-            "waitJob",
-            "Wait until a job ends (or the timeout runs out)",
-            {"200": _json("Job", "The job; `final` tells whether it ended."), **_errors(400, 404)},
-            params=["JobId", "WaitTimeout"],
-        ),
-    },
-    "/api/jobs/{id}/cancel": {
-        "post": _op(
-            "cancelJob",
-            "Cancel a queued, scheduled or running job",
-            {
-                "200": _json("CancelResult", "Cancelled, or its runner was told to kill it."),
-                **_errors(404, 409),
-            },
-            params=["JobId"],
-        ),
-    },
-    "/api/channels": {
-        "get": _op(
-            "listChannels",
-            "List channels with their job counts",
-            {"200": _json("ChannelList", "Every channel.")} | _errors(),
-        ),
-        "post": _op(
-            "createChannel",
-            "Create a channel",
-            {"201": _json("Channel", "The new channel."), **_errors(*_BODY_ERRORS, 409)},
-            body=_body(
-                "ChannelCreate", "Name and settings; defaults: not distinct, --concurrent workers."
-            ),
-        ),
-    },
-    "/api/channels/{name}": {
-        "get": _op(
-            "getChannel",
-            "Get a channel",
-            {"200": _json("Channel", "The channel."), **_errors(400, 404)},
-            params=["ChannelName"],
-        ),
-        "patch": _op(
-            "updateChannel",
-            "Change a channel's settings (live on every runner)",
-            {"200": _json("Channel", "The channel as changed."), **_errors(*_BODY_ERRORS, 404)},
-            params=["ChannelName"],
-            body=_body("ChannelUpdate", "The settings to change."),
-        ),
-        "delete": _op(
-            "deleteChannel",
-            "Delete an empty channel",
-            {"204": _NO_CONTENT, **_errors(400, 404, 409)},
-            params=["ChannelName"],
-        ),
-    },
-    "/api/channels/{name}/pause": {
-        "post": _op(
-            "pauseChannel",
-            "Pause a channel: its jobs stay queued",
-            {"200": _json("Channel", "The channel.")} | _errors(400, 404),
-            params=["ChannelName"],
-        ),
-    },
-    "/api/channels/{name}/resume": {
-        "post": _op(
-            "resumeChannel",
-            "Resume a paused channel",
-            {"200": _json("Channel", "The channel.")} | _errors(400, 404),
-            params=["ChannelName"],
-        ),
-    },
-    "/api/stats": {
-        "get": _op(
-            "getStats",
-            "Counters, per-channel counts, dead totals and runners",
-            {"200": _json("Stats", "The statistics.")} | _errors(),
-        ),
-    },
-    "/api/dead-jobs": {
-        "get": _op(
-            "listDeadJobs",
-            "List dead jobs (failed after their retries), newest first",
-            {
-                "200": _json("DeadJobPage", "A page of dead jobs with their last error."),
-                **_errors(400),
-            },
-            params=["Offset", "Limit"],
-        ),
-    },
-    "/api/dead-jobs/{id}/retry": {
-        "post": _op(
-            "retryDeadJob",
-            "Queue a dead job again with a fresh retry budget",
-            {"200": _json("Job", "The job, queued again."), **_errors(404, 409)},
-            params=["JobId"],
-        ),
-    },
-    "/api/dead-jobs/{id}": {
-        "delete": _op(
-            "dropDeadJob",
-            "Delete a dead job for good",
-            {"204": _NO_CONTENT, **_errors(404, 409)},
-            params=["JobId"],
-        ),
-    },
-    "/api/dead-letters": {
-        "get": _op(
-            "listDeadLetters",
-            "List refused ingress messages, newest first",
-            {"200": _json("DeadLetterPage", "A page of dead letters."), **_errors(400)},
-            params=["Offset", "Limit"],
-        ),
-    },
-    "/api/dead-letters/{id}/retry": {
-        "post": _op(
-            "retryDeadLetter",
-            "Push a dead letter's message back on the prepare queue (409 if it is truncated)",
-            {"200": _json("DeadLetter", "The entry, now routed again."), **_errors(404, 409)},
-            params=["DeadLetterId"],
-        ),
-    },
-    "/api/dead-letters/{id}": {
-        "delete": _op(
-            "dropDeadLetter",
-            "Delete a dead letter",
-            {"204": _NO_CONTENT, **_errors(404)},
-            params=["DeadLetterId"],
-        ),
-    },
-    "/api/openapi.json": {
-        "get": _op(
-            "getOpenApi",
-            "This document",
-            {
-                "200": {
-                    "description": "The OpenAPI document.",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                **_errors(),
-            },
-        ),
-    },
-}
+def _paths(routes: Sequence[Route]) -> dict[str, dict[str, Any]]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method] = _operation(route)
+    return paths
+
 
 OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
     "openapi": "3.0.3",
@@ -570,7 +485,7 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
         ' `{"error": {"status", "message"}}` with the HTTP status.',
     },
     "security": [{"bearerAuth": []}],
-    "paths": _PATHS,
+    "paths": _paths(ROUTES),
     "components": {
         "securitySchemes": {
             "bearerAuth": {
