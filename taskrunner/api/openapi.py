@@ -1,7 +1,7 @@
 """The OpenAPI 3.0.3 document of the native API (`GET /api/openapi.json`).
 
-The job schemas are generated from the models (`models.JobCreate`, `models.JobRecord`), so a
-job field and its limits are written once; the routes are a small table. Every route
+The component schemas come from `api/schemas.py` (generated from the models where there is
+one); the routes are a small table. Every route
 `api/native.py` registers is described here, and nothing else; tests/test_openapi.py checks
 both directions and runs generated requests against a live runner."""
 
@@ -10,14 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
-import msgspec
-from msgspec import UNSET
-
-from taskrunner.allow import MAX_PATTERN_CHARS, MAX_PATTERNS
-from taskrunner.jobs import JOB_ID_RE, MAX_SECONDS, JobState
-from taskrunner.models import NAME_PATTERN, Intervals, JobCreate, JobRecord, schema_pattern
-from taskrunner.service import MAX_WORKERS
-from taskrunner.store import DEAD_LETTER_RAW_BYTES
+from taskrunner.api.schemas import SCHEMAS, ref
+from taskrunner.jobs import JOB_ID_RE, JobState
+from taskrunner.models import NAME_PATTERN, schema_pattern
 
 # The API's limits on paging and waiting (api/native.py enforces them).
 DEFAULT_LIMIT: Final = 50
@@ -29,14 +24,10 @@ MAX_WAIT_S: Final = 300.0
 JOB_ID_PATTERN: Final = schema_pattern(JOB_ID_RE)
 
 
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
-
-
 def _json(schema_name: str, description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": _ref("schemas", schema_name)}},
+        "content": {"application/json": {"schema": ref("schemas", schema_name)}},
     }
 
 
@@ -46,11 +37,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 413: "TooLarge",
         415: "NotJson",
     }  # fmt: skip
-    chosen = {str(s): _ref("responses", names[s]) for s in statuses}
+    chosen = {str(s): ref("responses", names[s]) for s in statuses}
     return {
         **chosen,
-        "401": _ref("responses", "Unauthorized"),
-        "503": _ref("responses", "Unavailable"),
+        "401": ref("responses", "Unauthorized"),
+        "503": ref("responses", "Unavailable"),
     }
 
 
@@ -58,192 +49,11 @@ def _body(schema_name: str, description: str) -> dict[str, Any]:
     return {
         "required": True,
         "description": description,
-        "content": {"application/json": {"schema": _ref("schemas", schema_name)}},
+        "content": {"application/json": {"schema": ref("schemas", schema_name)}},
     }
 
 
 _BODY_ERRORS: Final = (400, 413, 415)
-_SECONDS: Final = {"type": "number", "minimum": 0, "maximum": MAX_SECONDS}
-_COUNT: Final = {"type": "integer", "minimum": 0, "maximum": 1000}
-
-
-def _nullable(type_name: str, **more: Any) -> dict[str, Any]:
-    return {"type": type_name, "nullable": True, **more}
-
-
-def openapi_schema(node: Any) -> Any:
-    """A JSON Schema (2020-12, as msgspec writes it) in OpenAPI 3.0's dialect: `anyOf` with
-    `{"type": "null"}` becomes `nullable`, and titles (class names) go."""
-    if isinstance(node, list):
-        return [openapi_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    schema = {k: openapi_schema(v) for k, v in node.items() if k != "title"}
-    options = schema.get("anyOf", [])
-    if {"type": "null"} in options:
-        rest = [option for option in options if option != {"type": "null"}]
-        del schema["anyOf"]
-        schema.update(rest[0] if len(rest) == 1 else {"anyOf": rest}, nullable=True)
-    return schema
-
-
-def _model_schemas() -> dict[str, Any]:
-    """`JobCreate` and `Job` from the models. A record field is required when it is always
-    rendered (its default is not UNSET), and a record may carry fields the model lacks."""
-    _, components = msgspec.json.schema_components(
-        [JobCreate, JobRecord], ref_template="#/components/schemas/{name}"
-    )
-    job = components.pop("JobRecord")
-    job["required"] = [
-        f.encode_name for f in msgspec.structs.fields(JobRecord) if f.default is not UNSET
-    ]
-    job["additionalProperties"] = True
-    components["Job"] = job
-    components["JobCreate"]["allOf"] = [
-        {"not": {"required": ["channel", "chan"]}},
-        {"not": {"required": ["run_at", "delay"]}},
-    ]
-    return dict(openapi_schema(components))
-
-
-_INTERVALS: Final = openapi_schema(msgspec.json.schema(Intervals))
-
-
-_CHANNEL_FIELDS: Final = {
-    "distinct": {"type": "boolean", "description": "Refuse a job whose dedup key is live."},
-    "worker_count": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": MAX_WORKERS,
-        "description": "Jobs run at once, per runner process; changes take effect live.",
-    },
-    "paused": {"type": "boolean", "description": "A paused channel starts no new jobs."},
-    "timeout": {**_SECONDS, "description": "Default job timeout in seconds (0: runner's)."},
-    "retries": {**_COUNT, "description": "Default retries of its jobs."},
-    "retry_intervals": _INTERVALS,
-    "log_output": {
-        "type": "boolean",
-        "description": "Log the captured output lines of each ended job (default false).",
-    },
-    "allow": {
-        "type": "array",
-        "maxItems": MAX_PATTERNS,
-        "items": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": MAX_PATTERN_CHARS,
-            "pattern": r"^[^\x00-\x1f\x7f]+$",
-        },
-        "description": "Programs its jobs may run: names or globs matched against the"
-        " program's file name, or path globs matched against its path (docs/SECURITY.md);"
-        " [] (the default): any program.",
-    },
-}
-
-_CHANNEL: Final = {
-    "type": "object",
-    "required": [
-        "name",
-        "distinct",
-        "worker_count",
-        "paused",
-        "timeout",
-        "retries",
-        "retry_intervals",
-        "queued",
-        "scheduled",
-        "running",
-    ],
-    "properties": {
-        "name": {"type": "string"},
-        "distinct": {"type": "boolean"},
-        "worker_count": {"type": "integer"},
-        "paused": {"type": "boolean"},
-        "timeout": {"type": "number"},
-        "retries": {"type": "integer"},
-        "retry_intervals": {"type": "array", "items": {"type": "number"}},
-        "log_output": {"type": "boolean", "description": "Present (true) when output is logged."},
-        "allow": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "Present when the channel has an allowlist of programs.",
-        },
-        "queued": {"type": "integer", "minimum": 0},
-        "scheduled": {"type": "integer", "minimum": 0, "description": "Delayed or retrying."},
-        "running": {"type": "integer", "minimum": 0},
-    },
-}
-
-_COUNTS: Final = {"type": "object", "additionalProperties": {"type": "integer"}}
-
-_STATS: Final = {
-    "type": "object",
-    "required": ["counters", "today", "channels", "dead_jobs", "dead_letters", "runners"],
-    "properties": {
-        "counters": {**_COUNTS, "description": "Lifetime counters (refused, dead_letters, ...)."},
-        "today": {**_COUNTS, "description": "Today's succeeded, failed and cancelled counts."},
-        "channels": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": ["queued", "scheduled", "running"],
-                "properties": {k: {"type": "integer"} for k in ("queued", "scheduled", "running")},
-            },
-        },
-        "dead_jobs": {"type": "integer", "minimum": 0},
-        "dead_letters": {"type": "integer", "minimum": 0},
-        "runners": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["id", "last_seen"],
-                "properties": {"id": {"type": "string"}, "last_seen": {"type": "number"}},
-            },
-        },
-    },
-}
-
-_DEAD_LETTER: Final = {
-    "type": "object",
-    "description": "A refused ingress message with the reason.",
-    "required": ["id", "reason", "raw"],
-    "additionalProperties": True,
-    "properties": {
-        "id": {"type": "string"},
-        "reason": {"type": "string"},
-        "source": {"type": "string"},
-        "at": {"type": "number", "description": "Unix seconds."},
-        "raw": {
-            "type": "string",
-            "description": "The message as received; when `truncated`, only its first"
-            f" {DEAD_LETTER_RAW_BYTES} bytes.",
-        },
-        "size": {"type": "integer", "minimum": 0, "description": "The message's size in bytes."},
-        "truncated": {
-            "type": "boolean",
-            "description": "Only the first bytes were kept: it cannot be retried.",
-        },
-    },
-}
-
-_ERROR: Final = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["status", "message"],
-            "properties": {
-                "status": {"type": "integer", "description": "Equals the HTTP status."},
-                "message": {"type": "string", "description": "What was wrong and what to do."},
-            },
-        },
-        "duplicate_of": {
-            "type": "string",
-            "description": "POST /api/jobs only: the id of the live job this one duplicates.",
-        },
-    },
-}
 
 
 def _param(name: str, where: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -313,61 +123,6 @@ _RESPONSES: Final = {
     "TooLarge": _json("Error", "The request body is over 1 MiB."),
     "NotJson": _json("Error", "The body is not sent as application/json."),
     "Unavailable": _json("Error", "Redis is unavailable; try again shortly."),
-}
-
-
-def _page(item_schema: str, key: str, extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": [key, *required],
-        "properties": {key: {"type": "array", "items": _ref("schemas", item_schema)}, **extra},
-    }
-
-
-_SCHEMAS: Final = {
-    "Error": _ERROR,
-    **_model_schemas(),
-    "JobPage": _page(
-        "Job",
-        "jobs",
-        {
-            "next_offset": _nullable(
-                "integer", description="Offset of the next page; null at the end."
-            )
-        },
-        ["next_offset"],
-    ),
-    "CancelResult": {
-        "type": "object",
-        "required": ["id", "state"],
-        "properties": {
-            "id": {"type": "string"},
-            "state": {
-                "type": "string",
-                "enum": ["cancelled", "running"],
-                "description": "running: its runner was told to kill it.",
-            },
-        },
-    },
-    "ChannelCreate": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["name"],
-        "properties": {"name": {"type": "string", "pattern": NAME_PATTERN}, **_CHANNEL_FIELDS},
-    },
-    "ChannelUpdate": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": _CHANNEL_FIELDS,
-    },
-    "Channel": _CHANNEL,
-    "ChannelList": _page("Channel", "channels", {}, []),
-    "Stats": _STATS,
-    "DeadJobPage": _page("Job", "jobs", {"total": {"type": "integer", "minimum": 0}}, ["total"]),
-    "DeadLetter": _DEAD_LETTER,
-    "DeadLetterPage": _page(
-        "DeadLetter", "dead_letters", {"total": {"type": "integer", "minimum": 0}}, ["total"]
-    ),
 }
 
 
@@ -462,7 +217,7 @@ def _operation(route: Route) -> dict[str, Any]:
         "responses": {str(route.status): success, **_errors(*sorted(set(errors)))},
     }
     if route.params:
-        operation["parameters"] = [_ref("parameters", p) for p in route.params]
+        operation["parameters"] = [ref("parameters", p) for p in route.params]
     if route.body is not None:
         operation["requestBody"] = _body(*route.body)
     return operation
@@ -497,6 +252,6 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
         },
         "parameters": _PARAMETERS,
         "responses": _RESPONSES,
-        "schemas": _SCHEMAS,
+        "schemas": SCHEMAS,
     },
 }
