@@ -19,8 +19,8 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 from taskrunner.admission import accepted_id
 from taskrunner.errors import StoreRefusing, StoreUnavailable
 from taskrunner.jobs import JobState
+from taskrunner.models import job_view
 from taskrunner.service import Service, ServiceSettings
-from taskrunner.views import job_view
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_WAIT_S = 60.0
@@ -143,12 +143,14 @@ class Client:
         retry_intervals: Sequence[float] | str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109  # the job's field, not this call's
         dedup_key: str | None = None,
+        note: str | None = None,
     ) -> str:
         """Queue a job and return its id. The keywords are the job fields of an ingress message.
 
         `task` is the command line (or, with `args`, the program and its exact argv). `run_at`
         (unix seconds) or `delay` (seconds) schedule it; `retry_intervals` is a list of seconds
-        or "60 600 3600"; `timeout` is in seconds. An `id` that names a job already (a retried
+        or "60 600 3600"; `timeout` is in seconds; `note` is free text kept with the job
+        (at most 1,000 characters). An `id` that names a job already (a retried
         push) creates nothing and returns that id: retry with the same `id` and the job runs
         once. Raises DuplicateJob when a live job has the same dedup key in a distinct channel,
         OutcomeUnknown (with `job_id`) when Redis did not answer within 2 s."""
@@ -163,6 +165,7 @@ class Client:
             "retry_intervals": _as_list(retry_intervals),
             "timeout": timeout,
             "dedup_key": dedup_key,
+            "note": note,
         }
         async with self._redis():
             admission = await self._service.submit(

@@ -8,8 +8,10 @@ import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
 
 from taskrunner.allow import parse_patterns
 from taskrunner.cache import bytes_lru_cache
@@ -20,6 +22,7 @@ CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 MAX_ARGS = 1024
 MAX_DEDUP_KEY_CHARS = 1024
+MAX_NOTE_CHARS = 1000
 MAX_INTERVALS = 64
 MAX_INTERVALS_CHARS = 4096  # the space-separated form of retry_intervals
 MAX_SECONDS = 10 * 365 * 86400.0
@@ -58,15 +61,14 @@ def validate_channel_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelConfig:
+class ChannelConfig(msgspec.Struct, frozen=True, kw_only=True):
     """A channel as stored in the `task:channels` hash (upstream's layout plus our fields)."""
 
     name: str
     distinct: bool = False
     worker_count: int = 5
     paused: bool = False
-    timeout_s: float = 0.0
+    timeout_s: float = msgspec.field(default=0.0, name="timeout")
     retries: int = 0
     retry_intervals: tuple[float, ...] = ()
     log_output: bool = False  # log each ended job's captured output lines
@@ -76,20 +78,7 @@ class ChannelConfig:
         validate_channel_name(self.name)  # every key of a channel is built from a valid name
 
     def to_json(self) -> str:
-        data: dict[str, Any] = {
-            "name": self.name,
-            "distinct": self.distinct,
-            "worker_count": self.worker_count,
-            "paused": self.paused,
-            "timeout": self.timeout_s,
-            "retries": self.retries,
-            "retry_intervals": list(self.retry_intervals),
-        }
-        if self.log_output:  # written only when on: the stored layout is unchanged otherwise
-            data["log_output"] = True
-        if self.allow:  # likewise
-            data["allow"] = list(self.allow)
-        return json.dumps(data, separators=(",", ":"))
+        return json.dumps(self.as_dict(), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, name: str, raw: str | bytes) -> ChannelConfig:
@@ -115,15 +104,22 @@ class ChannelConfig:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(json.loads(self.to_json()))
+        """The stored (and API) form; `log_output` and `allow` only when set, so a channel
+        without them keeps upstream's layout."""
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        for name in ("log_output", "allow"):
+            if not data[name]:
+                del data[name]
+        return data
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Job:
-    """One job as accepted from a producer, before any attempt.
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """One job as accepted from a producer, before any attempt: the fields stored at enqueue.
 
     `kind` is "command" (run `task`), "script" (run the file `task` inside --bin-path with
-    `args`) or "rpc" (send an HTTP `method` request to `url` with `body`)."""
+    `args`) or "rpc" (send an HTTP `method` request to `url` with `body`). A field's record
+    name is its encoded name (`timeout_s` is stored as `timeout`); `to_record`, `from_record`,
+    the claim's field list and the record model all derive from this class."""
 
     id: str
     task: str
@@ -137,10 +133,10 @@ class Job:
     run_at: float | None = None
     retries: int | None = None
     retry_intervals: tuple[float, ...] = ()
-    timeout_s: float = 0.0
+    timeout_s: float = msgspec.field(default=0.0, name="timeout")
     dedup_key: str | None = None
+    note: str | None = None
     created_at: float = 0.0
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def argv(self, *, shell: bool) -> tuple[str, ...]:
         """The argv to execute: explicit args, `/bin/sh -c task`, or the shlex-split task."""
@@ -163,52 +159,43 @@ class Job:
         return json.dumps(list(split_command(self.task)), ensure_ascii=False)
 
     def to_record(self) -> dict[str, str]:
-        """The fields stored in the job's Redis hash at enqueue."""
-        record = {
-            "id": self.id,
-            "task": self.task,
-            "channel": self.channel,
-            "created_at": _fmt(self.created_at),
-            "attempt": "0",
-        }
-        optional: dict[str, str | None] = {
-            "args": None if self.args is None else json.dumps(list(self.args), ensure_ascii=False),
-            "ts": None if self.ts is None else _fmt(self.ts),
-            "run_at": None if self.run_at is None else _fmt(self.run_at),
-            "retries": None if self.retries is None else str(self.retries),
-            "retry_intervals": " ".join(_fmt(i) for i in self.retry_intervals) or None,
-            "timeout": _fmt(self.timeout_s) if self.timeout_s else None,
-            "dedup_key": self.dedup_key,
-            "kind": None if self.kind == COMMAND else self.kind,
-            "method": self.method,
-            "url": self.url,
-            "body": self.body,
-        }
-        record.update({k: v for k, v in optional.items() if v is not None})
-        record.update(self.extra)
+        """The fields stored in the job's Redis hash at enqueue; a field left at its default
+        is not written (`created_at` and `attempt` always are)."""
+        record = {"attempt": "0"}
+        for name, attr, default in _JOB_RECORD_FIELDS:
+            value = getattr(self, attr)
+            if value is not None and (value != default or name == "created_at"):
+                record[name] = _record_text(value)
         return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, str]) -> Job:
-        """Rebuild a Job from its stored hash (fields as written by `to_record`)."""
-        args = record.get("args")
-        return cls(
-            id=record["id"],
-            task=record["task"],
-            channel=record["channel"],
-            args=None if args is None else tuple(json.loads(args)),
-            ts=_opt_float(record.get("ts")),
-            run_at=_opt_float(record.get("run_at")),
-            retries=None if record.get("retries") is None else int(record["retries"]),
-            retry_intervals=parse_intervals(record.get("retry_intervals", "")),
-            timeout_s=float(record.get("timeout", 0) or 0),
-            dedup_key=record.get("dedup_key"),
-            created_at=float(record.get("created_at", 0) or 0),
-            kind=record.get("kind") or COMMAND,
-            method=record.get("method"),
-            url=record.get("url"),
-            body=record.get("body"),
-        )
+        """Rebuild a Job from its stored hash (fields as written by `to_record`; others,
+        such as a claim's `attempt`, are ignored)."""
+        fields: dict[str, Any] = dict(record)
+        if "args" in fields:
+            fields["args"] = json.loads(fields["args"])
+        fields["retry_intervals"] = parse_intervals(fields.get("retry_intervals", ""))
+        return msgspec.convert(fields, cls, strict=False)
+
+
+# (record name, attribute, default) of each Job field, in record order.
+_JOB_RECORD_FIELDS: Final = tuple(
+    (f.encode_name, f.name, f.default) for f in msgspec.structs.fields(Job)
+)
+JOB_RECORD_NAMES: Final = tuple(name for name, _, _ in _JOB_RECORD_FIELDS)
+
+
+def _record_text(value: Any) -> str:
+    """One Job value as stored in Redis: text as is, numbers compact, `args` as a JSON list,
+    `retry_intervals` space-separated."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        if all(isinstance(item, str) for item in value):  # args
+            return json.dumps(list(value), ensure_ascii=False)
+        return " ".join(_fmt(i) for i in value)
+    return _fmt(value)
 
 
 # Shell words by C regexes, exactly as `shlex.split(task)` reads them (POSIX mode, no comments):
@@ -340,7 +327,8 @@ def job_from_fields(
         retries=retries,
         retry_intervals=intervals,
         timeout_s=_seconds(fields.get("timeout"), "timeout"),
-        dedup_key=_dedup_key(fields.get("dedup_key")),
+        dedup_key=_free_text(fields.get("dedup_key"), "dedup_key", MAX_DEDUP_KEY_CHARS),
+        note=_free_text(fields.get("note"), "note", MAX_NOTE_CHARS),
         created_at=now,
     )
     if job.args is None:
@@ -434,14 +422,13 @@ def _run_at(fields: Mapping[str, Any], now: float) -> float | None:
     return run_at
 
 
-def _dedup_key(value: Any) -> str | None:
+def _free_text(value: Any, name: str, max_chars: int) -> str | None:
+    """An optional text field a producer chooses (`dedup_key`, `note`): empty is None."""
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > MAX_DEDUP_KEY_CHARS:
-        raise InvalidJob(
-            f'"dedup_key" must be a string of at most {MAX_DEDUP_KEY_CHARS} characters'
-        )
-    return check_text(value, "dedup_key", argv=False)
+    if not isinstance(value, str) or len(value) > max_chars:
+        raise InvalidJob(f'"{name}" must be a string of at most {max_chars} characters')
+    return check_text(value, name, argv=False)
 
 
 def _opt_number(value: Any, name: str) -> float | None:

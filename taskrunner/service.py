@@ -49,7 +49,6 @@ from taskrunner.kingtask import (
 from taskrunner.store import (
     DEAD_LETTER_RAW_BYTES,
     REQUEST_CONNECTIONS,
-    SUMMARY_TEXT_BYTES,
     Admission,
     ChannelSnapshot,
     Notice,
@@ -61,7 +60,6 @@ from taskrunner.store import (
 __all__ = [
     "DEAD_LETTER_RAW_BYTES",
     "REQUEST_CONNECTIONS",
-    "SUMMARY_TEXT_BYTES",
     "Admission",
     "ChannelSnapshot",
     "Notice",

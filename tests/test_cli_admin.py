@@ -242,9 +242,9 @@ async def test_jobs_listing_and_push_scheduling_options(
     assert page2.json()["next_offset"] is None
 
     lines = done_text.out.splitlines()
-    assert lines[0].split() == ["ID", "CHANNEL", "STATE", "ATTEMPT", "CREATED", "TASK"]
+    assert lines[0].split() == ["ID", "CHANNEL", "STATE", "ATTEMPT", "CREATED", "TASK", "NOTE"]
     assert lines[1].split()[:4] == [done.job_id, "default", "succeeded", "1"]
-    assert lines[1].split()[-1] == "true" and len(lines) == 2
+    assert lines[1].split()[-2:] == ["true", "-"] and len(lines) == 2  # no note: "-"
     assert bad_state.code == 2 and "'bogus' is not one of" in bad_state.err
     assert bad_channel.code == 2 and "channel 'nope' does not exist" in bad_channel.error()
 
@@ -299,3 +299,20 @@ async def test_counts_read_no_ids(runners: RunnerHarness, redis: aioredis.Redis)
     }
     assert await runner.store.dead_letters(count=0) == []
     assert await runner.store.dead_jobs(offset=0, limit=0) == ([], 1)
+
+
+async def test_push_note_is_shown_in_the_job_table_and_json(
+    runners: RunnerHarness, redis_url: str
+) -> None:
+    runner = await runners.start()
+    await runner.store.create_channel(ChannelConfig(name="held", paused=True))
+    pushed = await cli(redis_url, "push", "echo noted", "-c", "held", "--note", "nightly, by ops")
+    assert pushed.code == 0
+    job_id = pushed.out.strip()
+    table = await cli(redis_url, "jobs", "-c", "held")
+    header, row = table.out.splitlines()
+    assert header.split()[-1] == "NOTE" and row.endswith("nightly, by ops")
+    [job] = (await cli(redis_url, "jobs", "-c", "held", "--json")).json()["jobs"]
+    assert (job["id"], job["note"]) == (job_id, "nightly, by ops")
+    too_long = await cli(redis_url, "push", "true", "--note", "n" * 1001)
+    assert too_long.code != 0 and '"note" must be a string of at most 1000' in too_long.error()

@@ -204,3 +204,13 @@ async def test_blocking_client_round_trip_from_plain_code(
     assert done.succeeded and done.stdout == "blocking\n"
     assert again == done  # equal fields (the record dict is not compared)
     assert not any(t.name == "taskrunner-client" for t in threading.enumerate())
+
+
+async def test_push_with_a_note_returns_it_with_the_job(
+    runners: RunnerHarness, redis_url: str
+) -> None:
+    await runners.start()
+    async with Client(redis_url) as client:
+        job_id = await client.push("true", note="requested by billing")
+        result = await client.wait(job_id, timeout_s=10)
+    assert result.succeeded and result.record["note"] == "requested by billing"

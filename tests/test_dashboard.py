@@ -416,3 +416,13 @@ async def test_page_allows_only_its_own_script_and_builds_no_markup_from_data(
     source = (UI_FILES / "app.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in source, f"app.js uses {sink}: build DOM nodes with text instead"
+
+
+async def test_job_panel_shows_the_note(page: Page, runners: RunnerHarness) -> None:
+    runner = await runners.start()
+    job = await submit(runner, task="true", note="asked by ops <b>now</b>")
+    await wait_state(runner.store, job["id"], "succeeded")
+    await open_dashboard(page, runner, f"#job={job['id']}")
+    note = page.locator("#detail-body .kv tr", has_text="note").locator("td")
+    await note.wait_for()
+    assert await note.text_content() == "asked by ops <b>now</b>"

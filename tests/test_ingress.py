@@ -201,3 +201,13 @@ async def test_empty_or_deeply_nested_message_is_dead_lettered_once(
     assert await redis.llen(runner.store.keys.prepare_inflight(runner.runner_id)) == 0
     await runners.stop(runner)  # nothing left to put back, and it stopped cleanly
     assert await redis.llen(QUEUE) == 0 and not runner.failed
+
+
+async def test_a_note_in_the_message_is_kept_on_the_job(
+    runners: RunnerHarness, redis: aioredis.Redis
+) -> None:
+    runner = await runners.start()
+    message = {"task": "true", "chan": "biz", "id": "noted", "note": "from the PHP app"}
+    await redis.lpush(QUEUE, json.dumps(message))
+    record = await wait_state(runner.store, "noted", "succeeded")
+    assert record["note"] == "from the PHP app"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -108,3 +109,25 @@ def test_any_input_is_a_job_or_a_clear_refusal(raw: bytes) -> None:
         assert str(exc)  # a reason to show in the dead letter
     else:
         assert job.task.strip() and job.argv(shell=False)
+
+
+def test_note_is_free_text_kept_on_the_record() -> None:
+    job = parse('{"task": "x", "note": "asked by ops: nightly report \\u00e9"}')
+    assert job.note == "asked by ops: nightly report \u00e9"
+    assert job.to_record()["note"] == job.note and Job.from_record(job.to_record()) == job
+    assert parse('{"task": "x", "note": ""}').note is None
+    assert "note" not in parse('{"task": "x"}').to_record()
+
+
+@pytest.mark.parametrize(
+    ("note", "message"),
+    [
+        ("n" * 1001, '"note" must be a string of at most 1000 characters'),
+        (5, '"note" must be a string of at most 1000 characters'),
+        ("\ud800", '"note" is not valid Unicode text'),
+    ],
+)
+def test_note_is_refused_when_too_long_not_text_or_not_unicode(note: object, message: str) -> None:
+    with pytest.raises(InvalidJob, match=re.escape(message)):
+        parse(json.dumps({"task": "x", "note": note}))
+    assert parse(json.dumps({"task": "x", "note": "a\0b"})).note == "a\0b"  # not an argv

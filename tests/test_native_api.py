@@ -485,3 +485,21 @@ async def test_kingtask_prefixes_keep_their_own_error_shape(runners: RunnerHarne
     for path in ("/api/v1/task/result/nope", "/api/task/result/nope"):
         status, body = await http(runner, "GET", path)
         assert status == 403 and isinstance(body, str), (path, body)
+
+
+async def test_note_is_accepted_returned_listed_and_documented(runners: RunnerHarness) -> None:
+    runner = await runners.start(task_mode=False)
+    view = await submit(runner, task="true", id="noted", note="for the audit, ticket 42")
+    assert view["note"] == "for the audit, ticket 42"
+    status, page = await http(runner, "GET", "/api/jobs")
+    assert status == 200 and [j["note"] for j in page["jobs"] if j["id"] == "noted"] == [
+        "for the audit, ticket 42"
+    ]
+    status, body = await http(
+        runner, "POST", "/api/jobs", json={"task": "true", "note": "n" * 1001}
+    )
+    assert_error(status, body, 400, '"note" must be a string of at most 1000 characters')
+    status, document = await http(runner, "GET", "/api/openapi.json")
+    schemas = document["components"]["schemas"]
+    assert schemas["JobCreate"]["properties"]["note"]["maxLength"] == 1000
+    assert schemas["Job"]["properties"]["note"] == {"type": "string", "nullable": True}

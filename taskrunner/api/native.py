@@ -26,14 +26,10 @@ from taskrunner.api.openapi import (
 )
 from taskrunner.errors import DuplicateJob, InvalidJob, OutcomeUnknown, TaskRunnerError
 from taskrunner.jobs import channel_alias
-from taskrunner.views import job_view, parse_state
+from taskrunner.models import JOB_CREATE_FIELDS, job_view, parse_state
 
 PREFIX: Final = "/api"
 ROUTES_HINT: Final = "the routes listed in GET /api/openapi.json"
-JOB_FIELDS: Final = frozenset(
-    {"task", "args", "id", "run_at", "delay", "retries", "retry_intervals", "timeout",
-     "dedup_key", "ts", "channel", "chan"}
-)  # fmt: skip
 JSON_TYPES: Final = frozenset({"application/json"})
 
 _dumps = functools.partial(json.dumps, ensure_ascii=False)
@@ -94,7 +90,7 @@ def exception_response(status: int, exc: TaskRunnerError) -> web.Response:
 async def create_job(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     fields = await _json_object(request)
-    _refuse_unknown(fields, JOB_FIELDS, "job")
+    _refuse_unknown(fields, JOB_CREATE_FIELDS, "job")
     fields = channel_alias(fields, refuse_both=True)
     admission = await service.submit(fields, source="http /api/jobs")
     job_id = accepted_id(admission)  # a duplicate: 409 naming the live job

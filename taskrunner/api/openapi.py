@@ -1,24 +1,21 @@
-"""The OpenAPI 3.0.3 document of the native API (`GET /api/openapi.json`), written as data.
+"""The OpenAPI 3.0.3 document of the native API (`GET /api/openapi.json`).
 
-Every route `api/native.py` registers is described here, and nothing else; tests/test_openapi.py
-checks both directions and runs generated requests against a live runner."""
+The component schemas come from `api/schemas.py` (generated from the models where there is
+one); the routes are a small table. Every route
+`api/native.py` registers is described here, and nothing else; tests/test_openapi.py checks
+both directions and runs generated requests against a live runner."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
-from taskrunner.allow import MAX_PATTERN_CHARS, MAX_PATTERNS
-from taskrunner.channel_fields import MAX_WORKERS
+from taskrunner.api.schemas import SCHEMAS, ref
 from taskrunner.jobs import (
-    MAX_ARGS,
-    MAX_DEDUP_KEY_CHARS,
-    MAX_INTERVALS,
-    MAX_SECONDS,
+    JOB_ID_RE,
     JobState,
-    Limits,
 )
-from taskrunner.service import DEAD_LETTER_RAW_BYTES, SUMMARY_TEXT_BYTES
+from taskrunner.models import NAME_PATTERN, schema_pattern
 
 # The API's limits on paging and waiting (api/native.py enforces them).
 DEFAULT_LIMIT: Final = 50
@@ -27,20 +24,13 @@ MAX_OFFSET: Final = 10_000_000
 DEFAULT_WAIT_S: Final = 30.0
 MAX_WAIT_S: Final = 300.0
 
-NAME_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
-JOB_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,128}$"
-NUMERIC_PATTERN: Final = r"^-?[0-9]+(\.[0-9]+)?$"
-INTERVALS_PATTERN: Final = r"^ *[0-9]+(\.[0-9]+)?([ ,]+[0-9]+(\.[0-9]+)?)* *$"
-
-
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
+JOB_ID_PATTERN: Final = schema_pattern(JOB_ID_RE)
 
 
 def _json(schema_name: str, description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": _ref("schemas", schema_name)}},
+        "content": {"application/json": {"schema": ref("schemas", schema_name)}},
     }
 
 
@@ -50,11 +40,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 413: "TooLarge",
         415: "NotJson",
     }  # fmt: skip
-    chosen = {str(s): _ref("responses", names[s]) for s in statuses}
+    chosen = {str(s): ref("responses", names[s]) for s in statuses}
     return {
         **chosen,
-        "401": _ref("responses", "Unauthorized"),
-        "503": _ref("responses", "Unavailable"),
+        "401": ref("responses", "Unauthorized"),
+        "503": ref("responses", "Unavailable"),
     }
 
 
@@ -62,286 +52,11 @@ def _body(schema_name: str, description: str) -> dict[str, Any]:
     return {
         "required": True,
         "description": description,
-        "content": {"application/json": {"schema": _ref("schemas", schema_name)}},
+        "content": {"application/json": {"schema": ref("schemas", schema_name)}},
     }
 
 
 _BODY_ERRORS: Final = (400, 413, 415)
-_NO_CONTENT: Final = {"description": "Done; no content."}
-_SECONDS: Final = {"type": "number", "minimum": 0, "maximum": MAX_SECONDS}
-_COUNT: Final = {"type": "integer", "minimum": 0, "maximum": 1000}
-_INTERVALS: Final = {
-    "description": "Seconds between attempts: a list, or a space-separated string such as"
-    ' "60 600 3600"; the last interval repeats when there are more retries.',
-    "oneOf": [
-        {"type": "array", "items": _SECONDS, "maxItems": MAX_INTERVALS},
-        {"type": "string", "maxLength": 4096, "pattern": INTERVALS_PATTERN},
-    ],
-}
-
-
-def _nullable(type_name: str, **more: Any) -> dict[str, Any]:
-    return {"type": type_name, "nullable": True, **more}
-
-
-_JOB_CREATE: Final = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["task"],
-    "description": "Give at most one of `channel` and `chan`, and of `run_at` and `delay`.",
-    "allOf": [
-        {"not": {"required": ["channel", "chan"]}},
-        {"not": {"required": ["run_at", "delay"]}},
-    ],
-    "properties": {
-        "task": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": Limits().max_task_chars,
-            "description": "The command line (split with POSIX shell rules), or the program"
-            " when `args` is given.",
-        },
-        "args": {
-            "type": "array",
-            "items": {"type": "string"},
-            "maxItems": MAX_ARGS,
-            "description": "Exact argv after the program; `task` is then not split.",
-        },
-        "channel": {
-            "type": "string",
-            "pattern": NAME_PATTERN,
-            "description": "Default channel when absent.",
-        },
-        "chan": {"type": "string", "pattern": NAME_PATTERN, "description": "Alias of `channel`."},
-        "id": {
-            "type": "string",
-            "pattern": JOB_ID_PATTERN,
-            "description": "Caller-chosen id (idempotency key); default a new UUID.",
-        },
-        "run_at": {
-            "type": "number",
-            "minimum": 0,
-            "description": "Unix seconds: run no earlier (at most 10 years ahead).",
-        },
-        "delay": {**_SECONDS, "description": "Seconds from now: run no earlier."},
-        "retries": {**_COUNT, "description": "Retries after the first attempt."},
-        "retry_intervals": _INTERVALS,
-        "timeout": {
-            **_SECONDS,
-            "description": "Seconds before the process group is killed (0: channel's, else runner's).",
-        },
-        "dedup_key": {
-            "type": "string",
-            "maxLength": MAX_DEDUP_KEY_CHARS,
-            "description": "What `distinct` compares instead of program + argv.",
-        },
-        "ts": {
-            "description": "Producer's timestamp, kept on the job.",
-            "oneOf": [{"type": "number"}, {"type": "string", "pattern": NUMERIC_PATTERN}],
-        },
-    },
-}
-
-_JOB: Final = {
-    "type": "object",
-    "description": "A job record; which fields are present depends on its kind and progress.",
-    "required": ["id", "task", "channel", "state", "final", "kind"],
-    "additionalProperties": True,
-    "properties": {
-        "id": {"type": "string"},
-        "task": {"type": "string"},
-        "channel": {"type": "string"},
-        "kind": {"type": "string", "enum": ["command", "script", "rpc"]},
-        "state": {"type": "string", "enum": [s.value for s in JobState]},
-        "final": {"type": "boolean", "description": "True once the job reached a final state."},
-        "attempt": _nullable("integer"),
-        "retries": _nullable("integer"),
-        "revived": _nullable("integer"),
-        "args": _nullable("array", items={"type": "string"}),
-        "retry_intervals": _nullable("array", items={"type": "number"}),
-        **{
-            name: _nullable("number")
-            for name in (
-                "ts",
-                "run_at",
-                "created_at",
-                "started_at",
-                "finished_at",
-                "duration",
-                "timeout",
-                "due_at",
-            )
-        },
-        **{name: _nullable("integer") for name in ("exit_code", "signal", "pid", "http_status")},
-        **{
-            name: _nullable("string")
-            for name in (
-                "signal_name",
-                "error",
-                "runner",
-                "dedup_key",
-                "dedup",
-                "method",
-                "url",
-                "body",
-                "handed_back",
-            )
-        },
-        "stdout": {"type": "string"},
-        "stderr": {"type": "string"},
-        "stdout_truncated": {"type": "boolean"},
-        "stderr_truncated": {"type": "boolean"},
-        **{
-            f"{name}_truncated": {
-                "type": "boolean",
-                "description": f"In a listing: `{name}` shows its first {SUMMARY_TEXT_BYTES}"
-                " bytes only.",
-            }
-            for name in ("task", "url", "error")
-        },
-        "args_truncated": {
-            "type": "boolean",
-            "description": f"In a listing: `args`, over {SUMMARY_TEXT_BYTES} bytes, is left out.",
-        },
-        "cancel_requested": {"type": "boolean"},
-    },
-}
-
-_CHANNEL_FIELDS: Final = {
-    "distinct": {"type": "boolean", "description": "Refuse a job whose dedup key is live."},
-    "worker_count": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": MAX_WORKERS,
-        "description": "Jobs run at once, per runner process; changes take effect live.",
-    },
-    "paused": {"type": "boolean", "description": "A paused channel starts no new jobs."},
-    "timeout": {**_SECONDS, "description": "Default job timeout in seconds (0: runner's)."},
-    "retries": {**_COUNT, "description": "Default retries of its jobs."},
-    "retry_intervals": _INTERVALS,
-    "log_output": {
-        "type": "boolean",
-        "description": "Log the captured output lines of each ended job (default false).",
-    },
-    "allow": {
-        "type": "array",
-        "maxItems": MAX_PATTERNS,
-        "items": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": MAX_PATTERN_CHARS,
-            "pattern": r"^[^\x00-\x1f\x7f]+$",
-        },
-        "description": "Programs its jobs may run: names or globs matched against the"
-        " program's file name, or path globs matched against its path (docs/SECURITY.md);"
-        " [] (the default): any program.",
-    },
-}
-
-_CHANNEL: Final = {
-    "type": "object",
-    "required": [
-        "name",
-        "distinct",
-        "worker_count",
-        "paused",
-        "timeout",
-        "retries",
-        "retry_intervals",
-        "queued",
-        "scheduled",
-        "running",
-    ],
-    "properties": {
-        "name": {"type": "string"},
-        "distinct": {"type": "boolean"},
-        "worker_count": {"type": "integer"},
-        "paused": {"type": "boolean"},
-        "timeout": {"type": "number"},
-        "retries": {"type": "integer"},
-        "retry_intervals": {"type": "array", "items": {"type": "number"}},
-        "log_output": {"type": "boolean", "description": "Present (true) when output is logged."},
-        "allow": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "Present when the channel has an allowlist of programs.",
-        },
-        "queued": {"type": "integer", "minimum": 0},
-        "scheduled": {"type": "integer", "minimum": 0, "description": "Delayed or retrying."},
-        "running": {"type": "integer", "minimum": 0},
-    },
-}
-
-_COUNTS: Final = {"type": "object", "additionalProperties": {"type": "integer"}}
-
-_STATS: Final = {
-    "type": "object",
-    "required": ["counters", "today", "channels", "dead_jobs", "dead_letters", "runners"],
-    "properties": {
-        "counters": {**_COUNTS, "description": "Lifetime counters (refused, dead_letters, ...)."},
-        "today": {**_COUNTS, "description": "Today's succeeded, failed and cancelled counts."},
-        "channels": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": ["queued", "scheduled", "running"],
-                "properties": {k: {"type": "integer"} for k in ("queued", "scheduled", "running")},
-            },
-        },
-        "dead_jobs": {"type": "integer", "minimum": 0},
-        "dead_letters": {"type": "integer", "minimum": 0},
-        "runners": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["id", "last_seen"],
-                "properties": {"id": {"type": "string"}, "last_seen": {"type": "number"}},
-            },
-        },
-    },
-}
-
-_DEAD_LETTER: Final = {
-    "type": "object",
-    "description": "A refused ingress message with the reason.",
-    "required": ["id", "reason", "raw"],
-    "additionalProperties": True,
-    "properties": {
-        "id": {"type": "string"},
-        "reason": {"type": "string"},
-        "source": {"type": "string"},
-        "at": {"type": "number", "description": "Unix seconds."},
-        "raw": {
-            "type": "string",
-            "description": "The message as received; when `truncated`, only its first"
-            f" {DEAD_LETTER_RAW_BYTES} bytes.",
-        },
-        "size": {"type": "integer", "minimum": 0, "description": "The message's size in bytes."},
-        "truncated": {
-            "type": "boolean",
-            "description": "Only the first bytes were kept: it cannot be retried.",
-        },
-    },
-}
-
-_ERROR: Final = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["status", "message"],
-            "properties": {
-                "status": {"type": "integer", "description": "Equals the HTTP status."},
-                "message": {"type": "string", "description": "What was wrong and what to do."},
-            },
-        },
-        "duplicate_of": {
-            "type": "string",
-            "description": "POST /api/jobs only: the id of the live job this one duplicates.",
-        },
-    },
-}
 
 
 def _param(name: str, where: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -414,249 +129,109 @@ _RESPONSES: Final = {
 }
 
 
-def _page(item_schema: str, key: str, extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": [key, *required],
-        "properties": {key: {"type": "array", "items": _ref("schemas", item_schema)}, **extra},
+class Route(NamedTuple):
+    """One operation: its answer on success (status, schema, description), the error statuses
+    besides 401 and 503 (an operation with a body adds 400, 413 and 415), its parameters and
+    its body (schema, description)."""
+
+    method: str
+    path: str
+    op_id: str
+    summary: str
+    status: int
+    schema: str | None  # None: no content (204), or any object (the document itself)
+    description: str
+    errors: tuple[int, ...] = ()
+    params: tuple[str, ...] = ()
+    body: tuple[str, str] | None = None
+
+
+_PAGE: Final = ("Offset", "Limit")
+ROUTES: Final = (
+    Route("post", "/api/jobs", "createJob", "Submit a job", 201, "Job",
+          "The job, queued or scheduled.", (403, 404, 409),
+          body=("JobCreate", "The job: section 2 fields of the ingress message, plus `channel`.")),
+    Route("get", "/api/jobs", "listJobs", "List jobs, by channel and state, with offset paging",
+          200, "JobPage", "A page of job summaries (no output).", (400, 404),
+          ("ChannelFilter", "StateFilter", *_PAGE)),
+    Route("get", "/api/jobs/{id}", "getJob", "Get a job with its result", 200, "Job", "The job.",
+          (404,), ("JobId",)),
+    Route("get", "/api/jobs/{id}/wait", "waitJob",
+          "Wait until a job ends (or the timeout runs out)", 200, "Job",
+          "The job; `final` tells whether it ended.", (400, 404), ("JobId", "WaitTimeout")),
+    Route("post", "/api/jobs/{id}/cancel", "cancelJob", "Cancel a queued, scheduled or running job",
+          200, "CancelResult", "Cancelled, or its runner was told to kill it.", (404, 409),
+          ("JobId",)),
+    Route("get", "/api/channels", "listChannels", "List channels with their job counts", 200,
+          "ChannelList", "Every channel."),
+    Route("post", "/api/channels", "createChannel", "Create a channel", 201, "Channel",
+          "The new channel.", (409,),
+          body=("ChannelCreate", "Name and settings; defaults: not distinct, --concurrent workers.")),
+    Route("get", "/api/channels/{name}", "getChannel", "Get a channel", 200, "Channel",
+          "The channel.", (400, 404), ("ChannelName",)),
+    Route("patch", "/api/channels/{name}", "updateChannel",
+          "Change a channel's settings (live on every runner)", 200, "Channel",
+          "The channel as changed.", (404,), ("ChannelName",),
+          ("ChannelUpdate", "The settings to change.")),
+    Route("delete", "/api/channels/{name}", "deleteChannel", "Delete an empty channel", 204, None,
+          "Done; no content.", (400, 404, 409), ("ChannelName",)),
+    Route("post", "/api/channels/{name}/pause", "pauseChannel",
+          "Pause a channel: its jobs stay queued", 200, "Channel", "The channel.", (400, 404),
+          ("ChannelName",)),
+    Route("post", "/api/channels/{name}/resume", "resumeChannel", "Resume a paused channel", 200,
+          "Channel", "The channel.", (400, 404), ("ChannelName",)),
+    Route("get", "/api/stats", "getStats", "Counters, per-channel counts, dead totals and runners",
+          200, "Stats", "The statistics."),
+    Route("get", "/api/dead-jobs", "listDeadJobs",
+          "List dead jobs (failed after their retries), newest first", 200, "DeadJobPage",
+          "A page of dead jobs with their last error.", (400,), _PAGE),
+    Route("post", "/api/dead-jobs/{id}/retry", "retryDeadJob",
+          "Queue a dead job again with a fresh retry budget", 200, "Job",
+          "The job, queued again.", (404, 409), ("JobId",)),
+    Route("delete", "/api/dead-jobs/{id}", "dropDeadJob", "Delete a dead job for good", 204, None,
+          "Done; no content.", (404, 409), ("JobId",)),
+    Route("get", "/api/dead-letters", "listDeadLetters",
+          "List refused ingress messages, newest first", 200, "DeadLetterPage",
+          "A page of dead letters.", (400,), _PAGE),
+    Route("post", "/api/dead-letters/{id}/retry", "retryDeadLetter",
+          "Push a dead letter's message back on the prepare queue (409 if it is truncated)", 200,
+          "DeadLetter", "The entry, now routed again.", (404, 409), ("DeadLetterId",)),
+    Route("delete", "/api/dead-letters/{id}", "dropDeadLetter", "Delete a dead letter", 204, None,
+          "Done; no content.", (404,), ("DeadLetterId",)),
+    Route("get", "/api/openapi.json", "getOpenApi", "This document", 200, None,
+          "The OpenAPI document."),
+)  # fmt: skip
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    if route.schema is not None:
+        success = _json(route.schema, route.description)
+    elif route.status == 204:
+        success = {"description": route.description}
+    else:
+        success = {
+            "description": route.description,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    errors = (*route.errors, *(_BODY_ERRORS if route.body else ()))
+    operation: dict[str, Any] = {
+        "operationId": route.op_id,
+        "summary": route.summary,
+        "responses": {str(route.status): success, **_errors(*sorted(set(errors)))},
     }
-
-
-_SCHEMAS: Final = {
-    "Error": _ERROR,
-    "JobCreate": _JOB_CREATE,
-    "Job": _JOB,
-    "JobPage": _page(
-        "Job",
-        "jobs",
-        {
-            "next_offset": _nullable(
-                "integer", description="Offset of the next page; null at the end."
-            )
-        },
-        ["next_offset"],
-    ),
-    "CancelResult": {
-        "type": "object",
-        "required": ["id", "state"],
-        "properties": {
-            "id": {"type": "string"},
-            "state": {
-                "type": "string",
-                "enum": ["cancelled", "running"],
-                "description": "running: its runner was told to kill it.",
-            },
-        },
-    },
-    "ChannelCreate": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["name"],
-        "properties": {"name": {"type": "string", "pattern": NAME_PATTERN}, **_CHANNEL_FIELDS},
-    },
-    "ChannelUpdate": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": _CHANNEL_FIELDS,
-    },
-    "Channel": _CHANNEL,
-    "ChannelList": _page("Channel", "channels", {}, []),
-    "Stats": _STATS,
-    "DeadJobPage": _page("Job", "jobs", {"total": {"type": "integer", "minimum": 0}}, ["total"]),
-    "DeadLetter": _DEAD_LETTER,
-    "DeadLetterPage": _page(
-        "DeadLetter", "dead_letters", {"total": {"type": "integer", "minimum": 0}}, ["total"]
-    ),
-}
-
-
-def _op(
-    op_id: str,
-    summary: str,
-    responses: dict[str, Any],
-    *,
-    params: Sequence[str] = (),
-    body: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    operation: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
-    if params:
-        operation["parameters"] = [_ref("parameters", p) for p in params]
-    if body is not None:
-        operation["requestBody"] = body
+    if route.params:
+        operation["parameters"] = [ref("parameters", p) for p in route.params]
+    if route.body is not None:
+        operation["requestBody"] = _body(*route.body)
     return operation
 
 
-_PATHS: Final = {
-    "/api/jobs": {
-        "post": _op(
-            "createJob",
-            "Submit a job",
-            {
-                "201": _json("Job", "The job, queued or scheduled."),
-                **_errors(*_BODY_ERRORS, 403, 404, 409),
-            },
-            body=_body(
-                "JobCreate", "The job: section 2 fields of the ingress message, plus `channel`."
-            ),
-        ),
-        "get": _op(
-            "listJobs",
-            "List jobs, by channel and state, with offset paging",
-            {"200": _json("JobPage", "A page of job summaries (no output)."), **_errors(400, 404)},
-            params=["ChannelFilter", "StateFilter", "Offset", "Limit"],
-        ),
-    },
-    "/api/jobs/{id}": {
-        "get": _op(
-            "getJob",
-            "Get a job with its result",
-            {"200": _json("Job", "The job."), **_errors(404)},
-            params=["JobId"],
-        ),
-    },
-    "/api/jobs/{id}/wait": {
-        "get": _op(
-            "waitJob",
-            "Wait until a job ends (or the timeout runs out)",
-            {"200": _json("Job", "The job; `final` tells whether it ended."), **_errors(400, 404)},
-            params=["JobId", "WaitTimeout"],
-        ),
-    },
-    "/api/jobs/{id}/cancel": {
-        "post": _op(
-            "cancelJob",
-            "Cancel a queued, scheduled or running job",
-            {
-                "200": _json("CancelResult", "Cancelled, or its runner was told to kill it."),
-                **_errors(404, 409),
-            },
-            params=["JobId"],
-        ),
-    },
-    "/api/channels": {
-        "get": _op(
-            "listChannels",
-            "List channels with their job counts",
-            {"200": _json("ChannelList", "Every channel.")} | _errors(),
-        ),
-        "post": _op(
-            "createChannel",
-            "Create a channel",
-            {"201": _json("Channel", "The new channel."), **_errors(*_BODY_ERRORS, 409)},
-            body=_body(
-                "ChannelCreate", "Name and settings; defaults: not distinct, --concurrent workers."
-            ),
-        ),
-    },
-    "/api/channels/{name}": {
-        "get": _op(
-            "getChannel",
-            "Get a channel",
-            {"200": _json("Channel", "The channel."), **_errors(400, 404)},
-            params=["ChannelName"],
-        ),
-        "patch": _op(
-            "updateChannel",
-            "Change a channel's settings (live on every runner)",
-            {"200": _json("Channel", "The channel as changed."), **_errors(*_BODY_ERRORS, 404)},
-            params=["ChannelName"],
-            body=_body("ChannelUpdate", "The settings to change."),
-        ),
-        "delete": _op(
-            "deleteChannel",
-            "Delete an empty channel",
-            {"204": _NO_CONTENT, **_errors(400, 404, 409)},
-            params=["ChannelName"],
-        ),
-    },
-    "/api/channels/{name}/pause": {
-        "post": _op(
-            "pauseChannel",
-            "Pause a channel: its jobs stay queued",
-            {"200": _json("Channel", "The channel.")} | _errors(400, 404),
-            params=["ChannelName"],
-        ),
-    },
-    "/api/channels/{name}/resume": {
-        "post": _op(
-            "resumeChannel",
-            "Resume a paused channel",
-            {"200": _json("Channel", "The channel.")} | _errors(400, 404),
-            params=["ChannelName"],
-        ),
-    },
-    "/api/stats": {
-        "get": _op(
-            "getStats",
-            "Counters, per-channel counts, dead totals and runners",
-            {"200": _json("Stats", "The statistics.")} | _errors(),
-        ),
-    },
-    "/api/dead-jobs": {
-        "get": _op(
-            "listDeadJobs",
-            "List dead jobs (failed after their retries), newest first",
-            {
-                "200": _json("DeadJobPage", "A page of dead jobs with their last error."),
-                **_errors(400),
-            },
-            params=["Offset", "Limit"],
-        ),
-    },
-    "/api/dead-jobs/{id}/retry": {
-        "post": _op(
-            "retryDeadJob",
-            "Queue a dead job again with a fresh retry budget",
-            {"200": _json("Job", "The job, queued again."), **_errors(404, 409)},
-            params=["JobId"],
-        ),
-    },
-    "/api/dead-jobs/{id}": {
-        "delete": _op(
-            "dropDeadJob",
-            "Delete a dead job for good",
-            {"204": _NO_CONTENT, **_errors(404, 409)},
-            params=["JobId"],
-        ),
-    },
-    "/api/dead-letters": {
-        "get": _op(
-            "listDeadLetters",
-            "List refused ingress messages, newest first",
-            {"200": _json("DeadLetterPage", "A page of dead letters."), **_errors(400)},
-            params=["Offset", "Limit"],
-        ),
-    },
-    "/api/dead-letters/{id}/retry": {
-        "post": _op(
-            "retryDeadLetter",
-            "Push a dead letter's message back on the prepare queue (409 if it is truncated)",
-            {"200": _json("DeadLetter", "The entry, now routed again."), **_errors(404, 409)},
-            params=["DeadLetterId"],
-        ),
-    },
-    "/api/dead-letters/{id}": {
-        "delete": _op(
-            "dropDeadLetter",
-            "Delete a dead letter",
-            {"204": _NO_CONTENT, **_errors(404)},
-            params=["DeadLetterId"],
-        ),
-    },
-    "/api/openapi.json": {
-        "get": _op(
-            "getOpenApi",
-            "This document",
-            {
-                "200": {
-                    "description": "The OpenAPI document.",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                **_errors(),
-            },
-        ),
-    },
-}
+def _paths(routes: Sequence[Route]) -> dict[str, dict[str, Any]]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method] = _operation(route)
+    return paths
+
 
 OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
     "openapi": "3.0.3",
@@ -668,7 +243,7 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
         ' `{"error": {"status", "message"}}` with the HTTP status.',
     },
     "security": [{"bearerAuth": []}],
-    "paths": _PATHS,
+    "paths": _paths(ROUTES),
     "components": {
         "securitySchemes": {
             "bearerAuth": {
@@ -680,6 +255,6 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
         },
         "parameters": _PARAMETERS,
         "responses": _RESPONSES,
-        "schemas": _SCHEMAS,
+        "schemas": SCHEMAS,
     },
 }

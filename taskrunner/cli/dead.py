@@ -10,8 +10,8 @@ import click
 from taskrunner.cli import tables
 from taskrunner.cli.options import emit, json_option, redis_options, with_service
 from taskrunner.errors import JobNotFound
+from taskrunner.models import job_view
 from taskrunner.service import Service
-from taskrunner.views import job_view
 
 
 @click.group()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
@@ -18,14 +18,15 @@ from taskrunner.cli.options import (
     with_service,
 )
 from taskrunner.jobs import JobState
+from taskrunner.models import JOB_CREATE_FIELDS, job_view
 from taskrunner.service import Service
-from taskrunner.views import job_view
 
-# push options that are job fields, and the field each one sets
-PUSH_FIELDS = {
-    "job_id": "id", "timeout": "timeout", "dedup_key": "dedup_key", "delay": "delay",
-    "run_at": "run_at", "retries": "retries", "retry_intervals": "retry_intervals",
-}  # fmt: skip
+
+def _push_fields(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """The job fields given as push options: each option named after a field of
+    `models.JobCreate` sets it (`--id` is `job_id`, a Python keyword otherwise)."""
+    named = {"id" if option == "job_id" else option: value for option, value in opts.items()}
+    return {k: v for k, v in named.items() if k in JOB_CREATE_FIELDS and v is not None}
 
 
 @click.command()
@@ -35,6 +36,9 @@ PUSH_FIELDS = {
 @click.option("--id", "job_id", default=None, help="Caller-chosen job id (idempotency key).")
 @click.option("--timeout", type=float, default=None, help="Seconds before the job is killed.")
 @click.option("--dedup-key", default=None, help="What `distinct` compares instead of the argv.")
+@click.option(
+    "--note", default=None, help="Free text kept with the job (at most 1,000 characters)."
+)
 @click.option(
     "--arg", "args", multiple=True, help="Exact argv entry after the program (repeatable)."
 )
@@ -66,10 +70,7 @@ def push(task: str, channel: str, args: Sequence[str], as_json: bool, **opts: An
 
     Exits 1 when a live job with the same id, or the same command in a distinct channel,
     refused it (its id is printed)."""
-    fields: dict[str, Any] = {"task": task, "channel": channel}
-    fields.update(
-        {field: opts[option] for option, field in PUSH_FIELDS.items() if opts[option] is not None}
-    )
+    fields: dict[str, Any] = {"task": task, "channel": channel, **_push_fields(opts)}
     if args:
         fields["args"] = list(args)
     admission = with_service(opts, lambda s: s.submit(fields, source="cli"))

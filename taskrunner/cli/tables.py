@@ -11,6 +11,7 @@ Column = tuple[str, int]
 
 JOB_COLUMNS: Sequence[Column] = (
     ("ID", 36), ("CHANNEL", 16), ("STATE", 9), ("ATTEMPT", -7), ("CREATED", 19), ("TASK", 48),
+    ("NOTE", 32),
 )  # fmt: skip
 DEAD_JOB_COLUMNS: Sequence[Column] = (
     ("ID", 36), ("CHANNEL", 16), ("ATTEMPTS", -8), ("FINISHED", 19), ("LAST ERROR", 48),
@@ -48,7 +49,7 @@ def job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
     """Rows of JOB_COLUMNS from job views."""
     return [
         [j["id"], j.get("channel"), j.get("state"), j.get("attempt"), when(j.get("created_at")),
-         j.get("task")]
+         j.get("task"), j.get("note")]
         for j in jobs
     ]  # fmt: skip
 

@@ -16,7 +16,6 @@ from taskrunner.store.queue import QueueOps
 from taskrunner.store.records import (
     DEAD_LETTER_RAW_BYTES,
     HANDED_BACK,
-    SUMMARY_TEXT_BYTES,
     Admission,
     ChannelSnapshot,
     Claimed,
@@ -31,7 +30,6 @@ __all__ = [
     "DEAD_LETTER_RAW_BYTES",
     "HANDED_BACK",
     "REQUEST_CONNECTIONS",
-    "SUMMARY_TEXT_BYTES",
     "Admission",
     "ChannelSnapshot",
     "Claimed",

@@ -13,10 +13,9 @@ import redis.exceptions as redis_errors
 
 from taskrunner.errors import StoreUnavailable
 from taskrunner.jobs import CHANNEL_NAME_RE, JobState
+from taskrunner.models import SUMMARY_FIELDS, SUMMARY_TEXT_BYTES
 from taskrunner.store.base import StoreBase
 from taskrunner.store.records import (
-    SUMMARY_FIELDS,
-    SUMMARY_TEXT_BYTES,
     ChannelSnapshot,
     JobSummary,
     QueueCounts,

@@ -9,25 +9,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from taskrunner.jobs import Job
+from taskrunner.jobs import JOB_RECORD_NAMES, Job
 
 # Bytes of a refused message a dead letter keeps: any command line a queue normally carries is
 # kept whole (and can be retried); of a longer message, its first bytes and its size.
 DEAD_LETTER_RAW_BYTES: Final = 8192
-SUMMARY_TEXT_BYTES: Final = 4096  # a listing shows this much of a job's command, args, error
 HANDED_BACK: Final = "handed_back"  # Store.hand_back: the job is queued again
 
-# Fields of a job listing (everything but the output).
-SUMMARY_FIELDS: Final = (
-    "id", "task", "channel", "kind", "state", "attempt", "retries", "created_at", "run_at",
-    "due_at", "started_at", "finished_at", "duration", "exit_code", "signal", "error", "runner",
-    "http_status", "args", "method", "url",
-)  # fmt: skip
-# Fields a claim returns, in this order (see lua/claim.lua).
-CLAIM_FIELDS: Final = (
-    "id", "task", "channel", "args", "ts", "run_at", "retries", "retry_intervals",
-    "timeout", "dedup_key", "created_at", "attempt", "kind", "method", "url", "body", "due_at",
-)  # fmt: skip
+# Fields a claim returns, in this order (see lua/claim.lua): the Job's, and the attempt's.
+CLAIM_FIELDS: Final = (*JOB_RECORD_NAMES, "attempt", "due_at")
 
 
 @dataclass(frozen=True, slots=True)
