@@ -7,8 +7,9 @@ not."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from taskrunner.allow import parse_patterns
 from taskrunner.errors import InvalidJob
