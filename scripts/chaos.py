@@ -94,7 +94,7 @@ from _harness import (
 )
 from _hostile import RAW_REQUESTS, HostileMessages, Request, hostile_messages, http_requests
 
-from taskrunner.executor import _become_subreaper, _zombie_children
+from taskrunner.guard import become_subreaper, zombie_children
 
 KEEP_LOGS = "TASKRUNNER_CHAOS_KEEP_LOGS"  # set (--keep-logs): keep every scenario's logs
 SIGNALS = ("SEGV", "KILL", "ABRT", "USR1", "HUP")  # how misbehaving jobs end themselves
@@ -186,7 +186,7 @@ async def finish(cluster: Cluster, report: Report, planned: Sequence[Planned]) -
     ]
     report.at_most("orphan processes after the run", orphans, 0)
     report.at_most("zombies left under runners", zombies, 0)
-    report.at_most("zombies left under the harness", len(_zombie_children()), 0)
+    report.at_most("zombies left under the harness", len(zombie_children()), 0)
     report.row("orphans of killed runners reaped", cluster.health.adopted)
     report.at_most("runner RSS max", cluster.health.rss_max_mb, RSS_BOUND_MB, " MB")
     crashes = cluster.health.crashes + [
@@ -520,7 +520,7 @@ SCENARIOS: dict[str, Any] = {
 
 
 async def run(sizes: Sizes, only: Sequence[int], seed: int) -> list[Report]:
-    _become_subreaper(os.getpid())  # orphans of killed runners come to us, and we reap them
+    become_subreaper(os.getpid())  # orphans of killed runners come to us, and we reap them
     reports = []
     names = list(SCENARIOS)
     for number in only:

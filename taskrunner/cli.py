@@ -25,7 +25,7 @@ from taskrunner.cli_base import (
 from taskrunner.config import SETTINGS_FIELDS, Settings, load_config_file
 from taskrunner.embedded import EmbeddedRedis
 from taskrunner.errors import ConfigError, StoreUnavailable
-from taskrunner.executor import WATCHDOG
+from taskrunner.guard import WATCHDOG
 from taskrunner.pidfile import pidfile
 from taskrunner.runner import Runner
 from taskrunner.service import Service

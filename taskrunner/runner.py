@@ -31,7 +31,7 @@ from taskrunner.errors import (
     StoreRefusing,
     StoreUnavailable,
 )
-from taskrunner.executor import WATCHDOG, adopt_unmarked, reap_strays
+from taskrunner.guard import WATCHDOG, adopt_unmarked, reap_strays
 from taskrunner.jobs import ChannelConfig, Job, parse_message
 from taskrunner.metrics import RunnerMetrics
 from taskrunner.rpc import new_session

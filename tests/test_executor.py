@@ -23,9 +23,9 @@ from taskrunner.executor import (
     ExecSpec,
     Execution,
     describe_signal,
-    reap_strays,
     run,
 )
+from taskrunner.guard import reap_strays
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from helpers import free_port, wait_until, wait_until_sync
 
 from taskrunner import watchdog
-from taskrunner.executor import Watchdog
+from taskrunner.guard import Watchdog
 from taskrunner.watchdog import start_time
 
 BIN_DIR = Path(sys.executable).parent
@@ -59,7 +59,8 @@ def test_a_killed_process_s_jobs_are_stopped_even_when_they_ignore_sigterm(
     script = textwrap.dedent(
         """
         import asyncio, sys
-        from taskrunner.executor import WATCHDOG, ExecSpec, Execution
+        from taskrunner.executor import ExecSpec, Execution
+        from taskrunner.guard import WATCHDOG
 
         async def main():
             WATCHDOG.configure(grace_s=0.3)
@@ -94,7 +95,8 @@ def test_a_watchdog_that_died_is_replaced_and_told_every_running_group(
     script = textwrap.dedent(
         """
         import asyncio, signal
-        from taskrunner.executor import WATCHDOG, ExecSpec, Execution
+        from taskrunner.executor import ExecSpec, Execution
+        from taskrunner.guard import WATCHDOG
 
         async def main():
             WATCHDOG.configure(grace_s=0.3)
