@@ -11,7 +11,8 @@ first time a job starts) and reaped with ``waitpid(-pgid)``, so no zombie is lef
 PID 1 does not reap orphans (containers without an init). What left the group (``setsid``
 daemons) is found by the job's cgroup or its environment marker and stopped with the rest
 when the job ends (taskrunner/escapes.py, taskrunner/cgroups.py); every job's environment is
-the runner's without its ``TASKRUNNER_*`` variables.
+the runner's without its ``TASKRUNNER_*`` variables. The watchdog that stops the groups when
+this process dies, the subreaper and the reaping of strays are in taskrunner/guard.py.
 
 Output: both pipes are read with ``loop.add_reader`` from the moment the process starts, and
 keep being drained after the cap; only the first and last ``capture_bytes // 2`` bytes are kept.
