@@ -30,7 +30,7 @@ from scripts._harness import (
     stop_process,
     wait_http,
 )
-from taskrunner.executor import _zombie_children
+from taskrunner.guard import zombie_children
 from taskrunner.jobs import ChannelConfig
 
 REAP_EVERY_S = 0.25  # how often the monitor reaps adopted processes
@@ -214,7 +214,7 @@ class Cluster:
         """Reap zombie children that are not our runners: processes of a killed runner (its
         jobs, its watchdog), which this harness (a child subreaper) adopted. Each one's reap
         time bounds when it died, for the overlap check."""
-        for pid in _zombie_children() - set(keep):
+        for pid in zombie_children() - set(keep):
             with contextlib.suppress(ChildProcessError):
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
                     self.health.adopted += 1

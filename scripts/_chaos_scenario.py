@@ -32,7 +32,7 @@ from scripts._chaos_checks import (
 from scripts._chaos_cluster import Cluster, job_processes, log, settle, zombies_under
 from scripts._chaos_jobs import Planned, Run
 from scripts._harness import FINAL, KEYS, redis_server, wait_http
-from taskrunner.executor import _zombie_children
+from taskrunner.guard import zombie_children
 
 # The scenarios in the order they run and are numbered (chaos.SCENARIOS maps each to its function).
 SCENARIO_NAMES = (
@@ -129,7 +129,7 @@ async def finish(cluster: Cluster, report: Report, planned: Sequence[Planned]) -
     ]
     report.at_most("orphan processes after the run", orphans, 0)
     report.at_most("zombies left under runners", zombies, 0)
-    report.at_most("zombies left under the harness", len(_zombie_children()), 0)
+    report.at_most("zombies left under the harness", len(zombie_children()), 0)
     report.row("orphans of killed runners reaped", cluster.health.adopted)
     report.at_most("runner RSS max", cluster.health.rss_max_mb, RSS_BOUND_MB, " MB")
     crashes = cluster.health.crashes + [

@@ -79,7 +79,7 @@ from scripts._chaos_scenario import (
     finish,
     scenario,
 )
-from taskrunner.executor import _become_subreaper
+from taskrunner.guard import become_subreaper
 
 SIGNALS = ("SEGV", "KILL", "ABRT", "USR1", "HUP")  # how misbehaving jobs end themselves
 
@@ -230,7 +230,7 @@ SCENARIOS: dict[str, Callable[[Sizes, random.Random], Awaitable[Report]]] = dict
 
 
 async def run(sizes: Sizes, only: Sequence[int], seed: int) -> list[Report]:
-    _become_subreaper(os.getpid())  # orphans of killed runners come to us, and we reap them
+    become_subreaper(os.getpid())  # orphans of killed runners come to us, and we reap them
     reports = []
     names = list(SCENARIOS)
     for number in only:

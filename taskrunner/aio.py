@@ -61,3 +61,31 @@ class OncePerIteration:
     def _run(self) -> None:
         self._due_on = None
         self._callback()
+
+
+class Backoff:
+    """The delays of one retry loop: `first_s`, doubling up to `max_s`, and `first_s` again
+    once a try succeeds. `failing` tells the loop whether this failure is the first of an
+    outage, so it logs once an outage, not at every retry."""
+
+    def __init__(self, *, first_s: float = 0.1, max_s: float = 5.0) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self.failing = False
+        self._delay_s = first_s
+
+    def next_delay_s(self) -> float:
+        """A try failed: how long to wait before the next one (the one after waits twice as
+        long)."""
+        delay_s, self._delay_s = self._delay_s, min(self._delay_s * 2, self.max_s)
+        self.failing = True
+        return delay_s
+
+    async def wait(self) -> None:
+        """A try failed: sleep before the next one."""
+        await asyncio.sleep(self.next_delay_s())
+
+    def reset(self) -> bool:
+        """A try succeeded: the next failure waits `first_s` again. True when it ends an outage."""
+        ended, self.failing, self._delay_s = self.failing, False, self.first_s
+        return ended

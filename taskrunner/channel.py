@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
-from taskrunner.aio import wait_event
+from taskrunner.aio import Backoff, wait_event
 from taskrunner.allow import check_program
 from taskrunner.errors import (
     InvalidJob,
@@ -22,7 +22,8 @@ from taskrunner.errors import (
     SpawnError,
     StoreUnavailable,
 )
-from taskrunner.executor import WATCHDOG, ExecResult, ExecSpec, Execution
+from taskrunner.executor import ExecResult, ExecSpec, Execution
+from taskrunner.guard import WATCHDOG
 from taskrunner.jobs import RPC, SCRIPT, ChannelConfig, Job, JobState
 from taskrunner.kingtask import find_script
 from taskrunner.metrics import ChannelMetrics
@@ -143,7 +144,7 @@ class ChannelWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        backoff_s, failing = 0.1, False
+        backoff = Backoff()
         while not self._closed:
             free = self.config.worker_count - len(self._attempts)
             if self.config.paused or free <= 0 or not self._policy.task_mode:
@@ -158,19 +159,16 @@ class ChannelWorker:
                     self.name, count=free, runner_id=self._policy.runner_id
                 )
             except StoreUnavailable as exc:
-                if not failing:  # once an outage
+                if not backoff.failing:  # once an outage
                     self._metrics.claim_lost()
                     log.warning(
                         "channel %s: cannot claim jobs (%s); retrying with backoff", self.name,
                         exc, extra={"channel": self.name},
                     )  # fmt: skip
-                failing = True
-                await self._sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 5.0)
+                await self._sleep(backoff.next_delay_s())
                 continue
-            if failing:
+            if backoff.reset():
                 log.info("channel %s: claiming again", self.name, extra={"channel": self.name})
-            backoff_s, failing = 0.1, False
             for item in claimed:
                 await self._start_or_return(item)
             if len(claimed) < free:
@@ -544,7 +542,7 @@ async def _persist(
 
     Gives up (WriteAbandoned) only once `abandon` is set: the runner is stopping, Redis is away.
     The job then stays owned by this runner in Redis, and its lease expiry hands it back."""
-    delay_s = FIRST_RETRY_S
+    backoff = Backoff(first_s=FIRST_RETRY_S)
     while True:
         try:
             return await _unless_abandoned(operation(), abandon)
@@ -555,10 +553,9 @@ async def _persist(
                     " when this runner's lease expires", what, exc, extra=extra,
                 )  # fmt: skip
                 raise WriteAbandoned(what) from exc
-            level = logging.WARNING if delay_s == FIRST_RETRY_S else logging.DEBUG  # once a write
+            level = logging.DEBUG if backoff.failing else logging.WARNING  # once a write
             log.log(level, "cannot %s (%s); retrying until it lands", what, exc, extra=extra)
-            await wait_event(abandon, delay_s)
-            delay_s = min(delay_s * 2, 5.0)
+            await wait_event(abandon, backoff.next_delay_s())
 
 
 async def _unless_abandoned(call: Awaitable[T], abandon: asyncio.Event) -> T:

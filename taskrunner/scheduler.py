@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from taskrunner.aio import wait_event
+from taskrunner.aio import Backoff, wait_event
 from taskrunner.errors import StoreUnavailable
 from taskrunner.store import Store
 
@@ -46,20 +46,20 @@ class Scheduler:
         self._kick.set()
 
     async def run(self) -> None:
-        backoff_s = 0.1
+        backoff = Backoff()
         while not self._closed:
             self._kick.clear()
             self._promoting = True
             try:
                 self._next_due = await self._promote_all()
             except StoreUnavailable as exc:
-                log.warning("cannot promote due jobs (%s); retry in %.1f s", exc, backoff_s)
-                await self._wait(backoff_s)
-                backoff_s = min(backoff_s * 2, 5.0)
+                delay_s = backoff.next_delay_s()
+                log.warning("cannot promote due jobs (%s); retry in %.1f s", exc, delay_s)
+                await self._wait(delay_s)
                 continue
             finally:
                 self._promoting = False
-            backoff_s = 0.1
+            backoff.reset()
             wait_s = SAFETY_RECHECK_S
             if self._next_due is not None:
                 wait_s = min(wait_s, max(0.0, self._next_due - time.time()))

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from taskrunner import executor
+from taskrunner import executor, guard
 from taskrunner.cgroups import CGROUPS_VAR, JobCgroups
 from taskrunner.errors import ResourceExhausted
 from taskrunner.escapes import EMPTY, Strays, token_of
@@ -123,6 +123,7 @@ def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
             " not have; the marker fallback that runs instead is tested by the other tests here"
         )
     monkeypatch.setattr(executor, "CGROUPS", cgroups)
+    monkeypatch.setattr(guard, "CGROUPS", cgroups)
     yield request.param
     cgroups.close()
 
@@ -134,6 +135,7 @@ def adopting(monkeypatch: pytest.MonkeyPatch) -> Strays:
     strays = Strays()
     strays.adopt_unmarked()
     monkeypatch.setattr(executor, "STRAYS", strays)
+    monkeypatch.setattr(guard, "STRAYS", strays)
     return strays
 
 
@@ -179,12 +181,14 @@ async def test_without_cgroups_a_daemon_that_cleared_its_environment_is_left_to_
     """A program that only embeds the executor stops no unmarked process: its other children
     (here the session's Redis servers) could not be told from a job's."""
     monkeypatch.setenv(CGROUPS_VAR, "0")
-    monkeypatch.setattr(executor, "CGROUPS", JobCgroups())
+    cgroups = JobCgroups()
+    monkeypatch.setattr(executor, "CGROUPS", cgroups)
+    monkeypatch.setattr(guard, "CGROUPS", cgroups)
     pidfile, seconds = tmp_path / "daemon.pid", unique_seconds()
     result = await run(ExecSpec(argv=tuple(daemon_argv(pidfile, seconds, clear_env=True))))
     assert result.succeeded, result
     pid = await started_daemon(pidfile, seconds, daemons)
-    assert executor.stop_strays() == 0
+    assert guard.stop_strays() == 0
     assert sleeping(pid, seconds)
 
 
@@ -200,7 +204,7 @@ async def test_a_process_of_a_running_job_is_left_alone_when_another_job_ends(
     try:
         pid = await started_daemon(pidfile, seconds, daemons)
         assert (await run(ExecSpec(argv=("true",)))).succeeded
-        assert executor.stop_strays() == 0  # as the runner does every few seconds
+        assert guard.stop_strays() == 0  # as the runner does every few seconds
         assert sleeping(pid, seconds)
     finally:
         long.terminate("test over")

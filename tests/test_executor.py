@@ -22,9 +22,9 @@ from taskrunner.executor import (
     ExecSpec,
     Execution,
     describe_signal,
-    reap_strays,
     run,
 )
+from taskrunner.guard import reap_strays
 from tests.support.waiting import wait_until_sync
 
 T = TypeVar("T")

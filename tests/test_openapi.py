@@ -65,7 +65,8 @@ async def test_document_is_valid_openapi(runners: RunnerHarness) -> None:
 
 async def test_document_describes_exactly_the_registered_routes(runners: RunnerHarness) -> None:
     runner, document = await fetch_document(runners)
-    app = build_app(runner)  # the same route table the runner serves
+    # the same route table the runner serves
+    app = build_app(runner.service, runner.health, runner.metrics_text, runner.settings)
     registered = {
         (route.resource.canonical, route.method.lower())
         for route in app.router.routes()

@@ -62,7 +62,7 @@ async def test_claims_of_a_runner_declared_dead_are_refused_so_no_job_is_left_ru
         return jobs
 
     store.runner_job_channels = claim_meanwhile  # type: ignore[method-assign]
-    await judge.recover_dead_runners()
+    await judge.liveness.recover_dead_runners()
 
     assert (await store.get_job("a") or {})["state"] == "queued"  # handed back
     b = await store.get_job("b") or {}
@@ -87,7 +87,7 @@ async def test_a_runner_that_beats_again_before_the_verdict_keeps_its_jobs(
         return stale
 
     store.stale_runners = stale_then_beat  # type: ignore[method-assign]
-    assert await judge.recover_dead_runners() == 0
+    assert await judge.liveness.recover_dead_runners() == 0
     job = await store.get_job("a") or {}
     assert (job["state"], job["runner"]) == ("running", SLOW)
     assert await store.heartbeat(SLOW)
@@ -109,10 +109,10 @@ async def test_after_redis_hung_nobody_is_declared_dead_for_a_lease(
     # woke up every runner looked dead to the first runner whose recovery query ran.
     store = await after_a_hang(judge, redis)
     assert await store.heartbeat(judge.runner_id, lease_s=1.0)  # the first beat after it
-    assert await judge.recover_dead_runners() == 0  # SLOW gets a lease to beat again
+    assert await judge.liveness.recover_dead_runners() == 0  # SLOW gets a lease to beat again
     assert (await store.get_job("a") or {})["state"] == "running"
     await redis.hset(store.keys.liveness, "judge_after", 0)  # a lease later, SLOW still silent
-    assert await judge.recover_dead_runners() == 1
+    assert await judge.liveness.recover_dead_runners() == 1
     assert (await store.get_job("a") or {})["state"] == "queued"
 
 
@@ -122,11 +122,11 @@ async def test_after_redis_hung_a_recovery_query_served_before_any_beat_judges_n
     # Found by the chaos smoke run in CI: after a SIGSTOP, one runner's recovery query reached
     # Redis before any runner's beat (a beat on a new connection waits for its handshake).
     store = await after_a_hang(judge, redis)
-    assert await judge.recover_dead_runners() == 0  # the first call after it: no verdict
+    assert await judge.liveness.recover_dead_runners() == 0  # the first call after it: no verdict
     assert (await store.get_job("a") or {})["state"] == "running"
     assert await store.heartbeat(SLOW, lease_s=1.0)  # SLOW's beat lands a little later
     await redis.hset(store.keys.liveness, "judge_after", 0)
-    assert await judge.recover_dead_runners() == 0  # it beat in time: it keeps its job
+    assert await judge.liveness.recover_dead_runners() == 0  # it beat in time: it keeps its job
 
 
 async def test_a_job_handed_back_and_claimed_again_between_two_audits_is_not_an_orphan(
@@ -138,13 +138,13 @@ async def test_a_job_handed_back_and_claimed_again_between_two_audits_is_not_an_
     store, me = judge.store, judge.runner_id
     await enqueue(store, "a")
     await store.claim("work", count=1, runner_id=me)  # a claim whose reply never came
-    await judge._audit_owned_jobs()  # "a" looks orphaned once
+    await judge.liveness._audit_owned_jobs()  # "a" looks orphaned once
     await store.hand_back(runner_id=me, job_id="a", channel="work", reason="runner lost")
     [again] = await store.claim("work", count=1, runner_id=me)  # its reply is on the way
-    await judge._audit_owned_jobs()  # a new claim: not the one seen before
+    await judge.liveness._audit_owned_jobs()  # a new claim: not the one seen before
     job = await store.get_job("a") or {}
     assert (job["state"], job["attempt"], again.attempt) == ("running", "2", 2)
-    await judge._audit_owned_jobs()  # seen twice and still not started here: handed back
+    await judge.liveness._audit_owned_jobs()  # seen twice and still not started here: handed back
     assert (await store.get_job("a") or {})["state"] == "queued"
 
 

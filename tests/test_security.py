@@ -212,7 +212,7 @@ async def test_a_channel_change_applies_to_the_next_request_on_the_same_runner(
     status, _ = await http(runner, "POST", "/api/channels", json={"name": "c", "allow": ["true"]})
     assert status == 201
     await wait_until(lambda: "c" in runner.workers)
-    runner._refresh.set = lambda: None  # type: ignore[method-assign]  # no reload from pub/sub
+    runner.workers.refresh.set = lambda: None  # type: ignore[method-assign]  # no reload from pub/sub
 
     status, body = await http(runner, "PATCH", "/api/channels/c", json={"allow": ["echo"]})
     assert status == 200 and body["allow"] == ["echo"]

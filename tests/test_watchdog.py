@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from taskrunner import watchdog
-from taskrunner.executor import Watchdog
+from taskrunner.guard import Watchdog
 from taskrunner.watchdog import start_time
 from tests.support.net import free_port
 from tests.support.waiting import wait_until, wait_until_sync
@@ -62,7 +62,8 @@ def test_a_killed_process_s_jobs_are_stopped_even_when_they_ignore_sigterm(
     script = textwrap.dedent(
         """
         import asyncio, sys
-        from taskrunner.executor import WATCHDOG, ExecSpec, Execution
+        from taskrunner.executor import ExecSpec, Execution
+        from taskrunner.guard import WATCHDOG
 
         async def main():
             WATCHDOG.configure(grace_s=0.3)
@@ -97,7 +98,8 @@ def test_a_watchdog_that_died_is_replaced_and_told_every_running_group(
     script = textwrap.dedent(
         """
         import asyncio, signal
-        from taskrunner.executor import WATCHDOG, ExecSpec, Execution
+        from taskrunner.executor import ExecSpec, Execution
+        from taskrunner.guard import WATCHDOG
 
         async def main():
             WATCHDOG.configure(grace_s=0.3)

@@ -8,7 +8,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -17,8 +17,10 @@ from taskrunner.api import dashboard as dashboard_api
 from taskrunner.api import kingtask as kingtask_api
 from taskrunner.api import metrics as metrics_api
 from taskrunner.api import native as native_api
-from taskrunner.api.common import HEALTH, SERVICE, envelope
+from taskrunner.api.common import HEALTH, SERVICE, HealthCheck, envelope
 from taskrunner.api.connections import BodyTimeout, ConnectionGuard, connection_cap
+from taskrunner.api.metrics import Exposition
+from taskrunner.config import Settings
 from taskrunner.errors import (
     ChannelNotFound,
     Conflict,
@@ -30,10 +32,7 @@ from taskrunner.errors import (
     StoreUnavailable,
     TaskRunnerError,
 )
-from taskrunner.service import REQUEST_CONNECTIONS
-
-if TYPE_CHECKING:
-    from taskrunner.runner import Runner
+from taskrunner.service import REQUEST_CONNECTIONS, Service
 
 log = logging.getLogger("taskrunner.api")
 
@@ -118,9 +117,12 @@ def error_response(shape: ErrorShape, exc: TaskRunnerError) -> web.Response:
     return shape.render(error_status(exc), str(exc))
 
 
-def build_app(runner: Runner) -> web.Application:
-    """The app; `app[CONNECTIONS]` is the guard its site must take connections through."""
-    settings = runner.settings
+def build_app(
+    service: Service, health: HealthCheck, metrics: Exposition, settings: Settings
+) -> web.Application:
+    """The app over `service` (give it a bounded pool: Store.for_requests), `health` for
+    /healthz and `metrics` for /metrics; `settings` gives the auth token, the connection limits
+    and the bin path. `app[CONNECTIONS]` is the guard its site must take connections through."""
     guard = ConnectionGuard(
         max_connections=connection_cap(settings.http_max_connections),
         read_timeout_s=settings.http_read_timeout_s,
@@ -130,14 +132,14 @@ def build_app(runner: Runner) -> web.Application:
         middlewares=[guard.middleware, _errors_middleware, _auth_middleware(settings.auth_token)],
     )
     app[CONNECTIONS] = guard
-    app[SERVICE] = runner.service.on_store(runner.store.for_requests())  # a bounded pool
-    app[HEALTH] = runner.health
+    app[SERVICE] = service
+    app[HEALTH] = health
     app.router.add_get("/healthz", _healthz)
     coyotes_api.add_routes(app)
-    kingtask_api.add_routes(app, bin_path=runner.settings.bin_path)
+    kingtask_api.add_routes(app, bin_path=settings.bin_path)
     native_api.add_routes(app)
     dashboard_api.add_routes(app)
-    metrics_api.add_routes(app, runner.metrics_text)
+    metrics_api.add_routes(app, metrics)
     return app
 
 

@@ -24,7 +24,7 @@ from taskrunner.cli.options import (
 from taskrunner.config import SETTINGS_FIELDS, Settings, load_config_file
 from taskrunner.embedded import EmbeddedRedis
 from taskrunner.errors import ConfigError, StoreUnavailable
-from taskrunner.executor import WATCHDOG
+from taskrunner.guard import WATCHDOG
 from taskrunner.pidfile import pidfile
 from taskrunner.runner import Runner
 
