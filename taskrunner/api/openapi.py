@@ -144,13 +144,16 @@ class Route(NamedTuple):
     errors: tuple[int, ...] = ()
     params: tuple[str, ...] = ()
     body: tuple[str, str] | None = None
+    also: tuple[tuple[int, str], ...] = ()  # other success answers: (status, description)
 
 
 _PAGE: Final = ("Offset", "Limit")
 ROUTES: Final = (
     Route("post", "/api/jobs", "createJob", "Submit a job", 201, "Job",
           "The job, queued or scheduled.", (403, 404, 409),
-          body=("JobCreate", "The job: section 2 fields of the ingress message, plus `channel`.")),
+          body=("JobCreate", "The job: section 2 fields of the ingress message, plus `channel`."),
+          also=((200, "A job with this `id` exists already (a retried push): that job, as it"
+                 " is; nothing was created."),)),
     Route("get", "/api/jobs", "listJobs", "List jobs, by channel and state, with offset paging",
           200, "JobPage", "A page of job summaries (no output).", (400, 404),
           ("ChannelFilter", "StateFilter", *_PAGE)),
@@ -217,7 +220,11 @@ def _operation(route: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": route.op_id,
         "summary": route.summary,
-        "responses": {str(route.status): success, **_errors(*sorted(set(errors)))},
+        "responses": {
+            str(route.status): success,
+            **{str(status): _json(route.schema or "", text) for status, text in route.also},
+            **_errors(*sorted(set(errors))),
+        },
     }
     if route.params:
         operation["parameters"] = [ref("parameters", p) for p in route.params]
