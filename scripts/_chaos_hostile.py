@@ -1,7 +1,8 @@
-"""Scenario "hostile" of scripts/chaos.py: random and malformed messages (from _hostile.py)
-mixed into the prepare queue with the load, and malformed HTTP requests to every endpoint.
-Checked: every invalid message is dead-lettered, every valid one becomes a job or a refused
-duplicate, no HTTP request gets a 5xx or no answer, and the load's own checks hold."""
+"""Scenario "hostile" of scripts/chaos.py: random and malformed messages
+(_hostile_messages.py) mixed into the prepare queue with the load, and malformed HTTP requests
+to every endpoint (_hostile_http.py). Checked: every invalid message is dead-lettered, every
+valid one becomes a job or a refused duplicate, no HTTP request gets a 5xx or no answer, and the
+load's own checks hold."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from scripts._chaos_scenario import (
     finish,
     scenario,
 )
-from scripts._hostile import RAW_REQUESTS, HostileMessages, Request, hostile_messages, http_requests
+from scripts._hostile_http import RAW_REQUESTS, Request, http_requests
+from scripts._hostile_messages import HostileMessages, hostile_messages
 
 
 async def scenario_hostile(sizes: Sizes, rng: random.Random) -> Report:
