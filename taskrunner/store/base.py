@@ -31,6 +31,7 @@ from taskrunner.store.urls import redact_url
 # own loops, on the store's main pool, and its heartbeat, on a connection of its own, never
 # wait for them.
 REQUEST_CONNECTIONS: Final = 64
+NOSCRIPT_TRIES: Final = 3  # loads of the scripts for calls refused with NOSCRIPT, at most
 # Of a request store's connections, long polls may hold all but these with their subscriptions
 # (a poll past that is refused at once, like any request finding the pool empty): the rest
 # serve the polls' own reads of the record and every other request.
@@ -214,8 +215,10 @@ class StoreBase:
         run: only those are sent again once the scripts are loaded. The others ran, and running
         one twice (a claim) would take a job nobody starts."""
         replies = await self._pipeline(calls)
-        missing = [i for i, reply in enumerate(replies) if no_script(reply)]
-        if missing:
+        for _ in range(NOSCRIPT_TRIES):  # Redis may restart again between the load and the send
+            missing = [i for i, reply in enumerate(replies) if no_script(reply)]
+            if not missing:
+                break
             await self.load_scripts()
             again = await self._pipeline([calls[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
