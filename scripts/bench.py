@@ -37,8 +37,9 @@ from scripts._harness import (
     runner_process,
     wait_http,
 )
-from taskrunner.executor import ExecSpec, Execution
+from taskrunner.executor import Execution
 from taskrunner.jobs import ChannelConfig, Job
+from taskrunner.spawn import ExecSpec
 from taskrunner.store import Store
 
 
