@@ -22,8 +22,9 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from scripts._harness import KEYS, final_events
-from taskrunner.executor import ExecSpec, Execution
+from taskrunner.executor import Execution
 from taskrunner.jobs import ChannelConfig, Job
+from taskrunner.spawn import ExecSpec
 from taskrunner.store import Store
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

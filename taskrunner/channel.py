@@ -1,20 +1,22 @@
-"""One channel in this process: claims jobs up to its worker count and runs each attempt."""
+"""One channel in this process: claims jobs up to its worker count and runs each attempt.
+
+The `ChannelWorker` keeps the claim loop, the bookkeeping of its running attempts (stop reasons,
+early cancels, terminate) and the writing of each end: recorded, put off or handed back.
+Starting an attempt is taskrunner/attempt.py's; the Redis writes that must land and the fields
+they write are taskrunner/recording.py's.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import aiohttp
 
 from taskrunner.aio import Backoff, wait_event
-from taskrunner.allow import check_program
+from taskrunner.attempt import ExecPolicy, Running, context, judge, launch, log_output
 from taskrunner.errors import (
     InvalidJob,
     NotAllowed,
@@ -22,18 +24,15 @@ from taskrunner.errors import (
     SpawnError,
     StoreUnavailable,
 )
-from taskrunner.executor import ExecResult, ExecSpec, Execution
+from taskrunner.exec_result import ExecResult, not_started
+from taskrunner.executor import Execution
 from taskrunner.guard import WATCHDOG
-from taskrunner.jobs import RPC, SCRIPT, ChannelConfig, Job, JobState
-from taskrunner.kingtask import find_script
+from taskrunner.jobs import ChannelConfig
 from taskrunner.metrics import ChannelMetrics
-from taskrunner.rpc import RpcCall, RpcSpec
+from taskrunner.recording import WriteAbandoned, final_state, persist, result_fields
 from taskrunner.store import HANDED_BACK, Claimed, Store
 
 log = logging.getLogger("taskrunner.channel")
-output_log = logging.getLogger("taskrunner.output")  # jobs' output lines (channel log_output)
-
-T = TypeVar("T")
 
 # A running job is told why it is being stopped; these reasons decide what happens next.
 DRAIN = "drain"  # runner stopping: hand the job back to its queue
@@ -42,34 +41,8 @@ SILENCED = "silenced"  # the watchdog may have stopped it (heartbeat silent): ha
 CANCELLED = "cancelled"  # a user cancelled it: final state `cancelled`
 REFUSED = "refused"  # an allowlist refused its program: final state `failed`, no retry
 EARLY_CANCEL_S = 10.0  # how long a cancel for a job not (yet) running here is remembered
-LAST_TRY_S = 1.0  # how long a write abandoned by a stop still waits for its reply
 SILENT_RECHECK_S = 0.1  # how often a channel looks whether its runner's heartbeat is back
-OUTPUT_LOG_LINES = 200  # output lines logged per attempt at most (channel log_output)
-FIRST_RETRY_S = 0.1  # a result or hand-back Redis refused: retried after this, then doubling
 NO_RESOURCES_RETRY_S = 3.0  # a job that could not start for lack of resources starts this later
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecPolicy:
-    """Runner-wide execution settings every channel shares."""
-
-    runner_id: str
-    shell: bool = False
-    kill_grace_s: float = 5.0
-    default_timeout_s: float = 0.0
-    capture_bytes: int = 65536
-    result_ttl_s: int = 86400
-    task_mode: bool = True
-    bin_path: Path | None = None  # where script jobs' executables live (--bin-path)
-    allow: tuple[str, ...] = ()  # --allow: the programs this runner runs (taskrunner.allow)
-
-
-class Running(Protocol):
-    """A started attempt: a process group (`Execution`) or an HTTP request (`RpcCall`)."""
-
-    def terminate(self, reason: str) -> None: ...
-
-    async def wait(self) -> ExecResult: ...
 
 
 class ChannelWorker:
@@ -217,7 +190,7 @@ class ChannelWorker:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error(
                 "job %s: internal error in its attempt: %r; if still ours, the audit hands it back",
-                job_id, exc, exc_info=exc, extra=_context(claimed),
+                job_id, exc, exc_info=exc, extra=context(claimed),
             )  # fmt: skip
 
     def terminate(self, job_id: str, reason: str) -> bool:
@@ -248,23 +221,25 @@ class ChannelWorker:
 
     async def _attempt(self, claimed: Claimed) -> None:
         job = claimed.job
-        extra = _context(claimed)
+        extra = context(claimed)
         if self._stop_reasons.get(job.id) == CANCELLED:
-            await self._finish(claimed, _spawn_failure("cancelled before it started"))
+            await self._finish(claimed, not_started("cancelled before it started"))
             return
         try:
-            running = await self._launch(job, extra)
+            running = await launch(
+                job, config=self.config, policy=self._policy, http=self._http, extra=extra
+            )
         except NotAllowed as exc:  # the channel's allowlist may have changed since it was queued
             log.warning("job %s refused, not retried: %s", job.id, exc, extra=extra)
             self._stop_reasons[job.id] = REFUSED
-            await self._finish(claimed, _spawn_failure(f"refused at run time: {exc}"))
+            await self._finish(claimed, not_started(f"refused at run time: {exc}"))
             return
         except ResourceExhausted as exc:  # descriptors, processes or memory: for a while
             await self._put_off(claimed, str(exc), extra)
             return
         except (SpawnError, InvalidJob) as exc:
             log.warning("job %s cannot start: %s", job.id, exc, extra=extra)
-            await self._finish(claimed, _spawn_failure(str(exc)))
+            await self._finish(claimed, not_started(str(exc)))
             return
         self._executions[job.id] = running
         reason = self._stop_reasons.get(job.id)
@@ -277,21 +252,13 @@ class ChannelWorker:
             "job %s started: %s%s", job.id, "" if pid is None else f"pid={pid} ", job.task,
             extra=extra,
         )  # fmt: skip
-        result = _judge(job, await running.wait())
+        result = judge(job, await running.wait())
         if isinstance(running, Execution) and WATCHDOG.fenced(running.pid):
             self._stop_reasons.setdefault(job.id, SILENCED)  # its end is the fence's doing
         self._metrics.ran(duration_s=result.duration_s, timed_out=result.kill_reason == "timeout")
         if self.config.log_output:
-            _log_output(result, extra)
+            log_output(result, extra)
         await self._finish(claimed, result)
-
-    async def _launch(self, job: Job, extra: Mapping[str, Any]) -> Running:
-        """Start the attempt; never suspends once started, so no stop can slip in between."""
-        if job.kind == RPC:
-            if self._http is None:
-                raise SpawnError(f"rpc job {job.id} cannot start: this runner has no HTTP client")
-            return RpcCall.start(self._rpc_spec(job, extra), session=self._http)
-        return await Execution.start(self._spec(job))
 
     async def _put_off(self, claimed: Claimed, error: str, extra: dict[str, Any]) -> None:
         """The attempt could not start for lack of resources: the job waits in Redis
@@ -299,7 +266,7 @@ class ChannelWorker:
         job would most likely fail the same way)."""
         job = claimed.job
         try:
-            outcome = await _persist(
+            outcome = await persist(
                 lambda: self._store.defer(
                     claimed, runner_id=self._policy.runner_id, delay_s=NO_RESOURCES_RETRY_S,
                     reason=f"not started: {error}",
@@ -311,7 +278,7 @@ class ChannelWorker:
             return
         if outcome == "cancel_requested":
             self._stop_reasons[job.id] = CANCELLED
-            await self._finish(claimed, _spawn_failure(error))
+            await self._finish(claimed, not_started(error))
             return
         if outcome:
             log.warning(
@@ -323,40 +290,6 @@ class ChannelWorker:
                         extra=extra)  # fmt: skip
         await wait_event(self._closing, NO_RESOURCES_RETRY_S)
 
-    def _timeout_s(self, job: Job) -> float:
-        return job.timeout_s or self.config.timeout_s or self._policy.default_timeout_s
-
-    def _spec(self, job: Job) -> ExecSpec:
-        policy = self._policy
-        if job.kind == SCRIPT:  # checked again at run time: the file may be gone or changed
-            program = find_script(policy.bin_path, job.task)
-            argv, cwd = (str(program), *(job.args or ())), str(program.parent)
-        else:
-            argv, cwd = job.argv(shell=policy.shell), None
-        check_program(
-            argv[0], runner=policy.allow, channel=self.config.allow, channel_name=self.name
-        )
-        return ExecSpec(
-            argv=argv,
-            cwd=cwd,
-            job_id=job.id,
-            timeout_s=self._timeout_s(job),
-            kill_grace_s=policy.kill_grace_s,
-            capture_bytes=policy.capture_bytes,
-        )
-
-    def _rpc_spec(self, job: Job, extra: Mapping[str, Any]) -> RpcSpec:
-        if not job.method or not job.url:
-            raise InvalidJob(f"rpc job {job.id} has no method or url: submit it again")
-        return RpcSpec(
-            method=job.method,
-            url=job.url,
-            body=job.body,
-            timeout_s=self._timeout_s(job),
-            capture_bytes=self._policy.capture_bytes,
-            log_context=dict(extra),
-        )
-
     async def _finish(self, claimed: Claimed, result: ExecResult) -> None:
         self._ended.add(claimed.job.id)
         try:
@@ -366,7 +299,7 @@ class ChannelWorker:
 
     async def _write_end(self, claimed: Claimed, result: ExecResult) -> None:
         job, reason = claimed.job, self._stop_reasons.get(claimed.job.id)
-        extra = _context(claimed, pid=result.pid)
+        extra = context(claimed, pid=result.pid)
         runner_id = self._policy.runner_id
         if reason == FENCED:
             log.warning("job %s stopped: another runner took it over", job.id, extra=extra)
@@ -374,10 +307,14 @@ class ChannelWorker:
         if reason in (DRAIN, SILENCED):
             await self._hand_back(claimed, started=True, reason=reason)
             return
-        state, due_at = self._outcome(
-            claimed, result, cancelled=reason == CANCELLED, refused=reason == REFUSED
+        state, due_at = final_state(
+            claimed,
+            result,
+            config=self.config,
+            cancelled=reason == CANCELLED,
+            refused=reason == REFUSED,
         )
-        recorded, successors = await _persist(
+        recorded, successors = await persist(
             lambda: self._store.finish(
                 claimed,
                 runner_id=runner_id,
@@ -403,8 +340,8 @@ class ChannelWorker:
         )  # fmt: skip
 
     async def _hand_back(self, claimed: Claimed, *, started: bool, reason: str = DRAIN) -> None:
-        job, extra = claimed.job, _context(claimed)
-        outcome = await _persist(
+        job, extra = claimed.job, context(claimed)
+        outcome = await persist(
             lambda: self._store.hand_back(
                 runner_id=self._policy.runner_id,
                 job_id=job.id,
@@ -436,142 +373,3 @@ class ChannelWorker:
             return 0
         busy = len(self._attempts) - (job_id in self._attempts)
         return max(0, self.config.worker_count - busy)
-
-    def _outcome(
-        self, claimed: Claimed, result: ExecResult, *, cancelled: bool, refused: bool = False
-    ) -> tuple[JobState, float]:
-        if cancelled:
-            return JobState.CANCELLED, 0.0
-        if refused:
-            return JobState.FAILED, 0.0
-        if result.succeeded:
-            return JobState.SUCCEEDED, 0.0
-        job = claimed.job
-        retries = self.config.retries if job.retries is None else job.retries
-        intervals = job.retry_intervals or self.config.retry_intervals
-        if claimed.attempt <= retries:
-            index = min(claimed.attempt - 1, len(intervals) - 1)
-            delay_s = intervals[index] if intervals else 0.0
-            return JobState.RETRYING, time.time() + delay_s
-        return (JobState.DEAD if retries > 0 else JobState.FAILED), 0.0
-
-
-def result_fields(result: ExecResult, *, kind: str = "command") -> dict[str, str | bytes]:
-    """The job-hash fields that describe one finished attempt (rpc: with `http_status`)."""
-    fields: dict[str, str | bytes] = {
-        "duration": f"{result.duration_s:.6f}",
-        "exit_code": "" if result.exit_code is None else str(result.exit_code),
-        "signal": "" if result.signal is None else str(result.signal),
-        "pid": "" if result.pid is None else str(result.pid),
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-        "stdout_truncated": "1" if result.stdout_truncated else "0",
-        "stderr_truncated": "1" if result.stderr_truncated else "0",
-        "error": result.error or "",
-    }
-    if kind == RPC:
-        fields["http_status"] = "" if result.http_status is None else str(result.http_status)
-    return fields
-
-
-def _judge(job: Job, result: ExecResult) -> ExecResult:
-    """kingtask's rule for scripts: output on stderr is a failure, even with exit code 0."""
-    if job.kind == SCRIPT and result.succeeded and result.stderr:
-        return replace(
-            result, error="wrote to stderr: a script reports failure there (kingtask's rule)"
-        )
-    return result
-
-
-def _context(claimed: Claimed, *, pid: int | None = None) -> dict[str, Any]:
-    """A job's fields for log records (`extra=`): job_id, channel, attempt and pid if known."""
-    context: dict[str, Any] = {
-        "job_id": claimed.job.id,
-        "channel": claimed.job.channel,
-        "attempt": claimed.attempt,
-    }
-    if pid is not None:
-        context["pid"] = pid
-    return context
-
-
-def _log_output(result: ExecResult, extra: Mapping[str, Any]) -> None:
-    """Log an attempt's captured output, one record per line, OUTPUT_LOG_LINES at most."""
-    job_id, left = extra["job_id"], OUTPUT_LOG_LINES
-    streams = (
-        ("stdout", result.stdout, result.stdout_truncated),
-        ("stderr", result.stderr, result.stderr_truncated),
-    )
-    for stream, data, truncated in streams:
-        lines = data.decode("utf-8", "replace").splitlines()
-        context = {**extra, "stream": stream}
-        for line in lines[:left]:
-            output_log.info("job %s %s: %s", job_id, stream, line, extra=context)
-        notes = []
-        if len(lines) > left:
-            skipped = len(lines) - left
-            notes.append(
-                f"{skipped} more line(s) not logged: {OUTPUT_LOG_LINES} lines a job at most"
-            )
-        if truncated:
-            notes.append("the middle of the output was not captured")
-        if notes:
-            output_log.info("job %s %s: [%s]", job_id, stream, "; ".join(notes), extra=context)
-        left = max(0, left - len(lines))
-
-
-def _spawn_failure(message: str) -> ExecResult:
-    return ExecResult(
-        pid=None, exit_code=None, signal=None, duration_s=0.0, stdout=b"", stderr=b"",
-        stdout_truncated=False, stderr_truncated=False, kill_reason=None, error=message,
-    )  # fmt: skip
-
-
-class WriteAbandoned(Exception):
-    """A job's end could not be written to Redis before the runner stopped."""
-
-
-async def _persist(
-    operation: Callable[[], Awaitable[T]],
-    *,
-    what: str,
-    abandon: asyncio.Event,
-    extra: Mapping[str, Any],
-) -> T:
-    """Retry a Redis write until it lands: a finished job's outcome must not be lost.
-
-    Gives up (WriteAbandoned) only once `abandon` is set: the runner is stopping, Redis is away.
-    The job then stays owned by this runner in Redis, and its lease expiry hands it back."""
-    backoff = Backoff(first_s=FIRST_RETRY_S)
-    while True:
-        try:
-            return await _unless_abandoned(operation(), abandon)
-        except StoreUnavailable as exc:
-            if abandon.is_set():
-                log.error(
-                    "cannot %s: Redis unreachable (%s); another runner hands the job back"
-                    " when this runner's lease expires", what, exc, extra=extra,
-                )  # fmt: skip
-                raise WriteAbandoned(what) from exc
-            level = logging.DEBUG if backoff.failing else logging.WARNING  # once a write
-            log.log(level, "cannot %s (%s); retrying until it lands", what, exc, extra=extra)
-            await wait_event(abandon, backoff.next_delay_s())
-
-
-async def _unless_abandoned(call: Awaitable[T], abandon: asyncio.Event) -> T:
-    """Await `call`; if `abandon` is set first (a stop with Redis hung: no reply will come),
-    cancel it and raise StoreUnavailable, which `_persist` turns into WriteAbandoned."""
-    task = asyncio.ensure_future(call)
-    stop = asyncio.ensure_future(abandon.wait())
-    try:
-        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-    if not task.done():  # abandoned: a last moment for a reply on its way
-        await asyncio.wait([task], timeout=LAST_TRY_S)
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
-    raise StoreUnavailable("no reply from Redis before the stop's deadline")

@@ -14,33 +14,27 @@ when the job ends (taskrunner/escapes.py, taskrunner/cgroups.py); every job's en
 the runner's without its ``TASKRUNNER_*`` variables. The watchdog that stops the groups when
 this process dies, the subreaper and the reaping of strays are in taskrunner/guard.py.
 
-Output: both pipes are read with ``loop.add_reader`` from the moment the process starts, and
-keep being drained after the cap; only the first and last ``capture_bytes // 2`` bytes are kept.
-
-Spawning: ``Popen`` on the event loop's thread (vfork + exec). Measured and kept over a thread
-pool, ``asyncio.create_subprocess_exec`` (uvloop's is about 5 times slower) and
-``os.posix_spawn``; the figures are in the README's Performance section (``scripts/bench``).
+Output capture is in taskrunner/capture.py, the ``Popen`` call and start errors in
+taskrunner/spawn.py, ``ExecResult`` and the wording of exits in taskrunner/exec_result.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import functools
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import IO, Any
 
+from taskrunner.capture import OutputCapture
 from taskrunner.cgroups import CGROUPS
-from taskrunner.errors import ResourceExhausted, SpawnError
-from taskrunner.escapes import ENVIRONMENT, STRAYS, new_token, reap, signal_stray
+from taskrunner.errors import SpawnError
+from taskrunner.escapes import STRAYS, new_token, reap, signal_stray
+from taskrunner.exec_result import ExecResult, exit_error, not_started
 from taskrunner.guard import (
     SETTLE_S,
     WATCHDOG,
@@ -50,120 +44,13 @@ from taskrunner.guard import (
     helper_pids,
     running_leaders,
 )
+from taskrunner.spawn import ExecSpec, spawn, watch_exit
 
 logger = logging.getLogger("taskrunner.executor")
 
-_READ_SIZE = 65536
 _EOF_AFTER_GROUP_S = 1.0  # group gone but a pipe still open (a process escaped the group)
 _POLL_FIRST_S = 0.001
 _POLL_MAX_S = 0.05
-_FOUND_TTL_S = 1.0  # how long a program found on PATH is started without searching again
-_FOUND_MAX = 1024
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecSpec:
-    """What to run and how long to let it run."""
-
-    argv: tuple[str, ...]
-    cwd: str | None = None
-    env: Mapping[str, str] | None = None  # None: the runner's; TASKRUNNER_* are never passed on
-    job_id: str | None = None  # passed to the job as TASKRUNNER_JOB_ID
-    timeout_s: float = 0.0
-    kill_grace_s: float = 5.0
-    capture_bytes: int = 65536
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecResult:
-    """How one execution ended, with the head and tail of its output."""
-
-    pid: int | None
-    exit_code: int | None
-    signal: int | None
-    duration_s: float
-    stdout: bytes
-    stderr: bytes
-    stdout_truncated: bool
-    stderr_truncated: bool
-    kill_reason: str | None
-    error: str | None
-    http_status: int | None = None  # rpc jobs: the answer's status (None: no answer)
-
-    @property
-    def succeeded(self) -> bool:
-        """No error: a process exited 0 unstopped, or an rpc job got a 2xx answer."""
-        return self.error is None
-
-
-def describe_signal(signum: int) -> str:
-    """Name of a signal number, e.g. 9 -> "SIGKILL"."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        pass
-    if signal.SIGRTMIN < signum < signal.SIGRTMAX:
-        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
-    return f"signal {signum}"
-
-
-class _Capture:
-    """Drains one pipe without blocking; keeps its first and last bytes up to a cap."""
-
-    def __init__(self, *, loop: asyncio.AbstractEventLoop, file: IO[bytes], cap_bytes: int) -> None:
-        self._loop = loop
-        self._file = file
-        self._fd = file.fileno()
-        self._head = bytearray()
-        self._tail = bytearray()
-        self._head_cap = max(cap_bytes, 0) // 2
-        self._tail_cap = max(cap_bytes, 0) - self._head_cap
-        self._seen = 0
-        self.eof: asyncio.Future[None] = loop.create_future()
-
-    def open(self) -> None:
-        os.set_blocking(self._fd, False)
-        self._loop.add_reader(self._fd, self._on_readable)
-
-    def close(self) -> None:
-        if self._file.closed:
-            return
-        self._loop.remove_reader(self._fd)
-        self._file.close()
-        if not self.eof.done():
-            self.eof.set_result(None)
-
-    @property
-    def truncated(self) -> bool:
-        return self._seen > self._head_cap + self._tail_cap
-
-    def value(self) -> bytes:
-        return bytes(self._head + self._tail)
-
-    def _on_readable(self) -> None:
-        try:
-            chunk = os.read(self._fd, _READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            logger.warning("reading output pipe failed: %s", exc)
-            chunk = b""
-        if chunk:
-            self._keep(chunk)
-        else:
-            self.close()
-
-    def _keep(self, chunk: bytes) -> None:
-        self._seen += len(chunk)
-        room = self._head_cap - len(self._head)
-        if room > 0:
-            self._head += chunk[:room]
-            chunk = chunk[room:]
-        tail = self._tail
-        tail += chunk
-        excess = len(tail) - self._tail_cap
-        if excess > 0:
-            del tail[:excess]
 
 
 class Execution:
@@ -189,8 +76,8 @@ class Execution:
         self._started_at = started_at
         self._ended_at = started_at
         self._exit: asyncio.Future[int] = loop.create_future()
-        self._out = _Capture(loop=loop, file=_pipe(proc.stdout), cap_bytes=spec.capture_bytes)
-        self._err = _Capture(loop=loop, file=_pipe(proc.stderr), cap_bytes=spec.capture_bytes)
+        self._out = OutputCapture(loop=loop, file=_pipe(proc.stdout), cap_bytes=spec.capture_bytes)
+        self._err = OutputCapture(loop=loop, file=_pipe(proc.stderr), cap_bytes=spec.capture_bytes)
         self._kill_reason: str | None = None
         self._timeout_timer: asyncio.TimerHandle | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
@@ -206,7 +93,7 @@ class Execution:
         started_at = time.monotonic()
         token, cgroup = new_token(), CGROUPS.create()
         try:
-            proc = _spawn(spec, token)
+            proc = spawn(spec, token)
         except BaseException:
             if cgroup is not None:
                 CGROUPS.remove(cgroup)
@@ -274,7 +161,7 @@ class Execution:
     def _attach(self) -> None:
         self._out.open()
         self._err.open()
-        _watch_exit(self._loop, self._proc, self._exit)
+        watch_exit(self._loop, self._proc, self._exit)
         self._exit.add_done_callback(self._on_exit)
         if self._spec.timeout_s > 0:
             self._timeout_timer = self._loop.call_later(self._spec.timeout_s, self._on_timeout)
@@ -416,7 +303,7 @@ class Execution:
             stdout_truncated=self._out.truncated,
             stderr_truncated=self._err.truncated,
             kill_reason=self._kill_reason,
-            error=_error_text(self._spec, code, self._kill_reason),
+            error=exit_error(code, self._kill_reason, timeout_s=self._spec.timeout_s),
         )
         logger.debug("pid %d ended: %s", self.pid, result.error or "ok")
         return result
@@ -427,140 +314,14 @@ async def run(spec: ExecSpec) -> ExecResult:
     try:
         execution = await Execution.start(spec)
     except SpawnError as exc:
-        return _not_started(str(exc))
+        return not_started(str(exc))
     return await execution.wait()
-
-
-def _spawn(spec: ExecSpec, token: str) -> subprocess.Popen[bytes]:
-    if not spec.argv:
-        raise SpawnError("cannot start a job with an empty command")
-    env = ENVIRONMENT.for_job(spec.env, job_id=spec.job_id, token=token)
-    try:
-        executable = _find_on_path(spec.argv[0], spec.env)
-        try:
-            return _popen(spec, env, executable)
-        except FileNotFoundError:
-            if executable is None:
-                raise
-            _FOUND.clear()  # the file went away within the cache's second: search again
-            return _popen(spec, env, None)
-    except OSError as exc:
-        raise _spawn_error(spec, exc) from exc
-    except ValueError as exc:  # e.g. an embedded NUL byte
-        raise SpawnError(f"cannot start {spec.argv[0]!r}: {exc}") from exc
-
-
-def _popen(
-    spec: ExecSpec, env: dict[bytes, bytes], executable: str | None
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        spec.argv,
-        executable=executable,
-        process_group=0,
-        stdin=_devnull(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        close_fds=True,
-        bufsize=0,
-        cwd=spec.cwd,
-        env=env,
-    )
-
-
-# Where a bare program name was found on PATH: (name, PATH) -> (when, file).
-_FOUND: dict[tuple[str, str], tuple[float, str]] = {}
-
-
-def _find_on_path(name: str, env: Mapping[str, str] | None) -> str | None:
-    """The file a bare name (no "/") runs, as found on the job's PATH less than a second ago.
-
-    Popen would build the candidate list in Python and let the child try each directory in
-    turn while the event loop waits for its exec; a queue starts the same few programs again
-    and again. None (Popen searches itself) for paths, names not found, and a PATH with
-    relative entries, which depend on the job's working directory."""
-    if "/" in name:
-        return None
-    path = (os.environ if env is None else env).get("PATH", os.defpath)
-    now = time.monotonic()
-    found = _FOUND.get((name, path))
-    if found is not None and now - found[0] < _FOUND_TTL_S:
-        return found[1]
-    if not all(os.path.isabs(entry) for entry in path.split(os.pathsep)):
-        return None
-    file = shutil.which(name, path=path)
-    if file is None:
-        return None
-    if len(_FOUND) >= _FOUND_MAX:
-        _FOUND.clear()
-    _FOUND[(name, path)] = (now, file)
-    return file
-
-
-@functools.cache
-def _devnull() -> int:
-    """One /dev/null descriptor for every job's stdin (Popen would open and close one each)."""
-    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-
-
-# Why a start can fail for the moment only: descriptors (EMFILE, ENFILE), processes (EAGAIN),
-# memory (ENOMEM).
-_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
-
-
-def _spawn_error(spec: ExecSpec, exc: OSError) -> SpawnError:
-    prog = spec.argv[0]
-    if exc.errno in _RESOURCE_ERRNOS:
-        return ResourceExhausted(
-            f"cannot start {prog} for lack of resources: {exc.strerror or exc}"
-        )
-    if spec.cwd is not None and exc.filename == spec.cwd:
-        if isinstance(exc, FileNotFoundError):
-            return SpawnError(f"cannot start {prog}: working directory not found: {spec.cwd}")
-        return SpawnError(f"cannot start {prog}: working directory {spec.cwd}: {exc.strerror}")
-    if isinstance(exc, FileNotFoundError):
-        return SpawnError(f"command not found: {prog}")
-    if isinstance(exc, PermissionError):
-        return SpawnError(f"permission denied: {prog}")
-    return SpawnError(f"cannot start {prog}: {exc.strerror or exc}")
 
 
 def _pipe(file: IO[bytes] | None) -> IO[bytes]:
     if file is None:  # pragma: no cover - Popen was called with PIPE
         raise RuntimeError("subprocess pipe missing")
     return file
-
-
-def _watch_exit(
-    loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes], fut: asyncio.Future[int]
-) -> None:
-    """Resolve fut with the leader's return code once it has exited and been reaped."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (OSError, AttributeError):
-        _wait_in_thread(loop, proc, fut)
-        return
-
-    def on_exit() -> None:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-        if not fut.done():
-            fut.set_result(proc.wait())
-
-    try:
-        loop.add_reader(pidfd, on_exit)
-    except BaseException:
-        os.close(pidfd)
-        raise
-
-
-def _wait_in_thread(
-    loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes], fut: asyncio.Future[int]
-) -> None:
-    def copy(waited: asyncio.Future[int]) -> None:
-        if not fut.done():
-            fut.set_result(waited.result())
-
-    loop.run_in_executor(None, proc.wait).add_done_callback(copy)
 
 
 def _reap_group(pgid: int) -> None:
@@ -581,30 +342,3 @@ async def _finish_despite_cancel(coro: Coroutine[Any, Any, None]) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(task)
     task.result()
-
-
-def _error_text(spec: ExecSpec, code: int, kill_reason: str | None) -> str | None:
-    if kill_reason == "timeout":
-        return f"timed out after {spec.timeout_s} s"
-    if kill_reason is not None:
-        return f"terminated ({kill_reason})"
-    if code < 0:
-        return f"killed by signal {-code} ({describe_signal(-code)})"
-    if code != 0:
-        return f"exit code {code}"
-    return None
-
-
-def _not_started(error: str) -> ExecResult:
-    return ExecResult(
-        pid=None,
-        exit_code=None,
-        signal=None,
-        duration_s=0.0,
-        stdout=b"",
-        stderr=b"",
-        stdout_truncated=False,
-        stderr_truncated=False,
-        kill_reason=None,
-        error=error,
-    )

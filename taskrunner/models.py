@@ -18,7 +18,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 from msgspec import inspect as mi
 
-from taskrunner.executor import describe_signal
+from taskrunner.exec_result import describe_signal
 from taskrunner.jobs import (
     CHANNEL_NAME_RE,
     FINAL_STATES,

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from taskrunner.executor import ExecResult
+from taskrunner.exec_result import ExecResult
 
 log = logging.getLogger("taskrunner.rpc")
 

@@ -17,7 +17,8 @@ from aiohttp import web
 from taskrunner.aio import cancel_and_wait
 from taskrunner.api.app import CONNECTIONS, build_app
 from taskrunner.api.connections import GuardedSite
-from taskrunner.channel import DRAIN, ExecPolicy
+from taskrunner.attempt import ExecPolicy
+from taskrunner.channel import DRAIN
 from taskrunner.config import Settings
 from taskrunner.errors import ConfigError, StoreRefusing, StoreUnavailable
 from taskrunner.guard import WATCHDOG, adopt_unmarked, reap_strays

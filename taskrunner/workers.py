@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 import aiohttp
 
 from taskrunner.aio import cancel_and_wait, wait_event
-from taskrunner.channel import CANCELLED, ChannelWorker, ExecPolicy
+from taskrunner.attempt import ExecPolicy
+from taskrunner.channel import CANCELLED, ChannelWorker
 from taskrunner.errors import StoreUnavailable
 from taskrunner.jobs import ChannelConfig
 from taskrunner.metrics import RunnerMetrics

@@ -25,12 +25,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from taskrunner import executor, guard
+from taskrunner import executor, guard, spawn
 from taskrunner.cgroups import CGROUPS_VAR, JobCgroups
 from taskrunner.errors import ResourceExhausted
 from taskrunner.escapes import EMPTY, Strays, token_of
-from taskrunner.executor import ExecSpec, Execution, run
+from taskrunner.executor import Execution, run
 from taskrunner.jobs import ChannelConfig, Job
+from taskrunner.spawn import ExecSpec
 from taskrunner.store import Store
 from tests.support.net import free_port
 from tests.support.waiting import wait_until, wait_until_sync
@@ -275,9 +276,9 @@ async def test_a_start_that_runs_out_of_descriptors_is_a_resource_error() -> Non
 @pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM])
 def test_every_lack_of_resources_is_told_apart(code: int) -> None:
     spec = ExecSpec(argv=("prog",))
-    error = executor._spawn_error(spec, OSError(code, os.strerror(code)))
+    error = spawn._spawn_error(spec, OSError(code, os.strerror(code)))
     assert isinstance(error, ResourceExhausted)
-    not_found = executor._spawn_error(spec, FileNotFoundError(errno.ENOENT, "gone"))
+    not_found = spawn._spawn_error(spec, FileNotFoundError(errno.ENOENT, "gone"))
     assert not isinstance(not_found, ResourceExhausted)
 
 

@@ -17,14 +17,10 @@ import pytest
 import uvloop
 
 from taskrunner.errors import SpawnError
-from taskrunner.executor import (
-    ExecResult,
-    ExecSpec,
-    Execution,
-    describe_signal,
-    run,
-)
+from taskrunner.exec_result import ExecResult, describe_signal
+from taskrunner.executor import Execution, run
 from taskrunner.guard import reap_strays
+from taskrunner.spawn import ExecSpec
 from tests.support.waiting import wait_until_sync
 
 T = TypeVar("T")

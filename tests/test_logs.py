@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from taskrunner.channel import OUTPUT_LOG_LINES
+from taskrunner.attempt import OUTPUT_LOG_LINES
 from taskrunner.logs import BatchingHandler, JsonFormatter, TextFormatter
 from tests.support.http import http
 from tests.support.net import free_port

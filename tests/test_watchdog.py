@@ -62,7 +62,8 @@ def test_a_killed_process_s_jobs_are_stopped_even_when_they_ignore_sigterm(
     script = textwrap.dedent(
         """
         import asyncio, sys
-        from taskrunner.executor import ExecSpec, Execution
+        from taskrunner.executor import Execution
+        from taskrunner.spawn import ExecSpec
         from taskrunner.guard import WATCHDOG
 
         async def main():
@@ -98,7 +99,8 @@ def test_a_watchdog_that_died_is_replaced_and_told_every_running_group(
     script = textwrap.dedent(
         """
         import asyncio, signal
-        from taskrunner.executor import ExecSpec, Execution
+        from taskrunner.executor import Execution
+        from taskrunner.spawn import ExecSpec
         from taskrunner.guard import WATCHDOG
 
         async def main():
