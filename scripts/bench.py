@@ -38,7 +38,7 @@ from scripts._harness import (
     wait_http,
 )
 from taskrunner.executor import ExecSpec, Execution
-from taskrunner.jobs import ChannelConfig, Job
+from taskrunner.models import ChannelConfig, Job
 from taskrunner.store import Store
 
 

@@ -24,9 +24,9 @@ from taskrunner.errors import (
 )
 from taskrunner.executor import ExecResult, ExecSpec, Execution
 from taskrunner.guard import WATCHDOG
-from taskrunner.jobs import RPC, SCRIPT, ChannelConfig, Job, JobState
 from taskrunner.kingtask import find_script
 from taskrunner.metrics import ChannelMetrics
+from taskrunner.models import RPC, SCRIPT, ChannelConfig, Job, JobState
 from taskrunner.rpc import RpcCall, RpcSpec
 from taskrunner.store import HANDED_BACK, Claimed, Store
 

@@ -16,11 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from taskrunner.errors import InvalidJob
-from taskrunner.jobs import (
+from taskrunner.models import RPC, SCRIPT, Job
+from taskrunner.validation import (
     MAX_SECONDS,
-    RPC,
-    SCRIPT,
-    Job,
     Limits,
     brief,
     check_args_length,

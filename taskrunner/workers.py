@@ -13,8 +13,8 @@ import aiohttp
 from taskrunner.aio import cancel_and_wait, wait_event
 from taskrunner.channel import CANCELLED, ChannelWorker, ExecPolicy
 from taskrunner.errors import StoreUnavailable
-from taskrunner.jobs import ChannelConfig
 from taskrunner.metrics import RunnerMetrics
+from taskrunner.models import ChannelConfig
 from taskrunner.reconnect import Outages, RedisRetry
 from taskrunner.rpc import new_session
 from taskrunner.scheduler import Scheduler
