@@ -5,7 +5,6 @@ Upstream's quirks are read here, once: `chan` for `channel`, numbers as numeric 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
@@ -22,6 +21,7 @@ from taskrunner.validation import (
     check_args_length,
     check_args_size,
     check_text,
+    load_json,
     parse_intervals,
     parse_number,
     parse_optional_count,
@@ -39,12 +39,9 @@ def parse_message(
     size = len(raw.encode() if isinstance(raw, str) else raw)
     if size > limits.max_message_bytes:
         raise InvalidJob(f"message is {size} bytes, over the limit of {limits.max_message_bytes}")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidJob(f"message is not valid JSON: {exc}") from exc
-    except RecursionError:
-        raise InvalidJob("message is not usable JSON: nested too deeply") from None
+    data = load_json(
+        raw, "message is not valid JSON", "message is not usable JSON: nested too deeply"
+    )
     if not isinstance(data, dict):
         raise InvalidJob(f"message is a JSON {type(data).__name__}, expected an object")
     fields = channel_alias(data)
@@ -113,12 +110,8 @@ def _parse_args(value: Any, limits: Limits) -> tuple[str, ...] | None:
         return None
     if isinstance(value, str):
         check_args_length(value, limits)
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise InvalidJob(f'"args" must be a JSON list of strings: {exc}') from exc
-        except RecursionError:
-            raise InvalidJob('"args" must be a JSON list of strings: nested too deeply') from None
+        must = '"args" must be a JSON list of strings'
+        value = load_json(value, must, f"{must}: nested too deeply")
     if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
         raise InvalidJob('"args" must be a list of strings (the argv after the program)')
     check_args_size(value, limits)

@@ -7,9 +7,10 @@ parsers of whole messages (`taskrunner.parsing`, `taskrunner.kingtask`) build on
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +61,25 @@ def parse_intervals(value: Any, name: str = "retry_intervals") -> tuple[float, .
         raise InvalidJob(
             f'"{name}" must be a list of seconds or a space-separated string, got {brief(value)}'
         )
-    if len(items) > MAX_INTERVALS:
-        raise InvalidJob(f'"{name}" has {len(items)} entries, over the limit of {MAX_INTERVALS}')
+    check_count(items, name, MAX_INTERVALS)
     return tuple(parse_seconds(item, name) for item in items)
+
+
+def check_count(items: Sized, name: str, limit: int, noun: str = "entries") -> None:
+    """InvalidJob if the list `name` has more than `limit` items (`noun` names them)."""
+    if len(items) > limit:
+        raise InvalidJob(f'"{name}" has {len(items)} {noun}, over the limit of {limit}')
+
+
+def load_json(text: str | bytes, invalid: str, too_deep: str) -> Any:
+    """`json.loads(text)`; InvalidJob `"{invalid}: {why}"` for text that is not JSON, or
+    `too_deep` for a value nested past what the parser recurses into."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise InvalidJob(f"{invalid}: {exc}") from exc
+    except RecursionError:
+        raise InvalidJob(too_deep) from None
 
 
 def check_args_length(text: str, limits: Limits) -> None:
@@ -75,8 +92,7 @@ def check_args_length(text: str, limits: Limits) -> None:
 
 def check_args_size(args: Sequence[str], limits: Limits) -> None:
     """InvalidJob if there are too many arguments or they are too long together."""
-    if len(args) > MAX_ARGS:
-        raise InvalidJob(f'"args" has {len(args)} entries, over the limit of {MAX_ARGS}')
+    check_count(args, "args", MAX_ARGS)
     total = sum(len(a) for a in args)
     if total > limits.max_args_chars:
         raise InvalidJob(
