@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from scripts._harness import KEYS, final_events
 from taskrunner.executor import Execution
-from taskrunner.jobs import ChannelConfig, Job
+from taskrunner.models import ChannelConfig, Job
 from taskrunner.spawn import ExecSpec
 from taskrunner.store import Store
 

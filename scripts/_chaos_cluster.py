@@ -31,7 +31,7 @@ from scripts._harness import (
     wait_http,
 )
 from taskrunner.guard import zombie_children
-from taskrunner.jobs import ChannelConfig
+from taskrunner.models import ChannelConfig
 
 REAP_EVERY_S = 0.25  # how often the monitor reaps adopted processes
 LEASE_S = 2.0

@@ -30,7 +30,7 @@ from scripts._chaos_cluster import Cluster, load_with, log
 from scripts._chaos_jobs import CHANNELS, plan_load
 from scripts._chaos_scenario import Sizes, finish, scenario, scenario_report
 from scripts._harness import KEYS
-from taskrunner.jobs import ChannelConfig
+from taskrunner.models import ChannelConfig
 
 OOM_S = 3.0  # longer than the lease (2 s): no runner may be declared lost for it
 BUSY_SCRIPT_S = 5  # the figure

@@ -23,7 +23,8 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from taskrunner.errors import InvalidChannel, InvalidJob
-from taskrunner.jobs import CHANNEL_NAME_RE, MAX_SECONDS, parse_message
+from taskrunner.parsing import parse_message
+from taskrunner.validation import CHANNEL_NAME_RE, MAX_SECONDS
 
 ID_SLOT = "\x00id-slot\x00"  # replaced by a unique job id when the message is built
 SAFE_TASKS = (

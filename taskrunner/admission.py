@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from taskrunner.errors import DuplicateJob, NotAllowed
-from taskrunner.jobs import ChannelConfig, Job
+from taskrunner.models import ChannelConfig, Job
 from taskrunner.store import Admission, Store
 
 log = logging.getLogger("taskrunner.service")

@@ -18,6 +18,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Final
 
 from taskrunner.errors import InvalidJob, NotAllowed
+from taskrunner.validation import check_count
 
 MAX_PATTERNS: Final = 64
 MAX_PATTERN_CHARS: Final = 256
@@ -33,8 +34,7 @@ def parse_patterns(value: Any, name: str = "allow") -> tuple[str, ...]:
         raise InvalidJob(
             f'"{name}" must be a list of program names or globs, e.g. ["php", "/usr/local/bin/*"]'
         )
-    if len(value) > MAX_PATTERNS:
-        raise InvalidJob(f'"{name}" has {len(value)} patterns, over the limit of {MAX_PATTERNS}')
+    check_count(value, name, MAX_PATTERNS, "patterns")
     return tuple(_pattern(item, name) for item in value)
 
 

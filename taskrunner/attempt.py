@@ -21,8 +21,8 @@ from taskrunner.allow import check_program
 from taskrunner.errors import InvalidJob, SpawnError
 from taskrunner.exec_result import ExecResult
 from taskrunner.executor import Execution
-from taskrunner.jobs import RPC, SCRIPT, ChannelConfig, Job
 from taskrunner.kingtask import find_script
+from taskrunner.models import RPC, SCRIPT, ChannelConfig, Job
 from taskrunner.rpc import RpcCall, RpcSpec
 from taskrunner.spawn import ExecSpec
 from taskrunner.store import Claimed

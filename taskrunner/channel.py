@@ -27,8 +27,8 @@ from taskrunner.errors import (
 from taskrunner.exec_result import ExecResult, not_started
 from taskrunner.executor import Execution
 from taskrunner.guard import WATCHDOG
-from taskrunner.jobs import ChannelConfig
 from taskrunner.metrics import ChannelMetrics
+from taskrunner.models import ChannelConfig
 from taskrunner.recording import WriteAbandoned, final_state, persist, result_fields
 from taskrunner.store import HANDED_BACK, Claimed, Store
 

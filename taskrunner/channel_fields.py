@@ -13,7 +13,8 @@ from msgspec.structs import replace
 
 from taskrunner.allow import parse_patterns
 from taskrunner.errors import InvalidJob
-from taskrunner.jobs import ChannelConfig, brief, parse_count, parse_intervals, parse_seconds
+from taskrunner.models import ChannelConfig
+from taskrunner.validation import brief, parse_count, parse_intervals, parse_seconds
 
 MAX_WORKERS = 1000
 CHANNEL_FIELDS = frozenset(

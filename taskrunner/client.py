@@ -18,8 +18,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from taskrunner.admission import accepted_id
 from taskrunner.errors import StoreRefusing, StoreUnavailable
-from taskrunner.jobs import JobState
-from taskrunner.models import job_view
+from taskrunner.models import JobState, job_view
 from taskrunner.service import Service, ServiceSettings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

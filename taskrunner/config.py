@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 from taskrunner.allow import parse_patterns
 from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob
-from taskrunner.jobs import Limits, validate_channel_name
 from taskrunner.store.urls import parse_redis_url
+from taskrunner.validation import Limits, validate_channel_name
 
 # Config-file keys accepted as aliases of our own names (kingtask's worker.yaml names).
 CONFIG_ALIASES = {"result_keep_time": "result_ttl", "task_run_time": "default_timeout"}

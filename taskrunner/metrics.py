@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from taskrunner.errors import StoreUnavailable
-from taskrunner.jobs import JobState
+from taskrunner.models import JobState
 from taskrunner.store import QueueCounts, Store
 
 DURATION_BUCKETS_S: Final = (

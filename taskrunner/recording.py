@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from taskrunner.aio import Backoff, wait_event
 from taskrunner.errors import StoreUnavailable
 from taskrunner.exec_result import ExecResult
-from taskrunner.jobs import RPC, ChannelConfig, JobState
+from taskrunner.models import RPC, ChannelConfig, JobState
 from taskrunner.store import Claimed
 
 log = logging.getLogger("taskrunner.channel")

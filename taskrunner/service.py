@@ -31,21 +31,15 @@ from taskrunner.errors import (
     OutcomeUnknown,
     StoreUnavailable,
 )
-from taskrunner.jobs import (
-    RPC,
-    ChannelConfig,
-    Job,
-    JobState,
-    Limits,
-    job_from_fields,
-    validate_channel_name,
-)
 from taskrunner.kingtask import (
     KINGTASK_CHANNEL,
     in_kingtask_channel,
     missing_channel_hint,
     program_of,
 )
+from taskrunner.models import RPC, ChannelConfig, Job
+from taskrunner.parsing import job_from_fields
+from taskrunner.service_reads import ServiceReads
 from taskrunner.store import (
     DEAD_LETTER_RAW_BYTES,
     REQUEST_CONNECTIONS,
@@ -55,6 +49,7 @@ from taskrunner.store import (
     Store,
     Subscription,
 )
+from taskrunner.validation import Limits, validate_channel_name
 
 # What adapters (HTTP APIs, CLI, client) use of the store's types: they import the service only.
 __all__ = [
@@ -73,7 +68,6 @@ log = logging.getLogger("taskrunner.service")
 PUSH_DEADLINE_S = 1.8  # a push answers within this, even when Redis does not
 
 DEFAULT_CHANNELS = ("biz", "cron")
-STATUS_TASKS_LIMIT = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,7 +89,7 @@ class ServiceSettings:
 ChannelUpdated = Callable[[ChannelConfig], None]
 
 
-class Service(DeadItems):
+class Service(DeadItems, ServiceReads):
     def __init__(
         self,
         store: Store,
@@ -322,52 +316,6 @@ class Service(DeadItems):
                 "channel %s created (default, distinct, %d workers)", name, configs[0].worker_count
             )
 
-    # -- reading --------------------------------------------------------------------------
-
-    async def snapshots(self, channel: str | None = None) -> list[ChannelSnapshot]:
-        channels = await self.store.load_channels()
-        if channel is not None:
-            validate_channel_name(channel)
-            if channel not in channels:
-                raise ChannelNotFound(f"channel {channel!r} does not exist")
-            names = [channel]
-        else:
-            names = sorted(channels)
-        return [await self.store.channel_snapshot(name, limit=STATUS_TASKS_LIMIT) for name in names]
-
-    async def find_job(self, job_id: str) -> dict[str, str] | None:
-        """The job's record; None if it never existed or its record expired."""
-        return await self.store.get_job(job_id)
-
-    async def get_job(self, job_id: str) -> dict[str, str]:
-        record = await self.store.get_job(job_id)
-        if record is None:
-            raise no_job(job_id)
-        return record
-
-    async def wait_job(self, job_id: str, *, timeout_s: float) -> dict[str, str]:
-        """The job's record once final, or as it is when `timeout_s` runs out."""
-        record = await self.store.wait_final(job_id, timeout_s=timeout_s)
-        if record is None:
-            raise no_job(job_id)
-        return record
-
-    async def list_jobs(
-        self, *, channel: str | None, state: JobState | None, offset: int, limit: int
-    ) -> tuple[list[dict[str, str]], int | None]:
-        if channel is not None:
-            await self.require_channel(channel)
-            names = [channel]
-        else:
-            names = sorted(await self.store.load_channels())
-        return await self.store.list_jobs(channels=names, state=state, offset=offset, limit=limit)
-
-    async def require_channel(self, name: str) -> ChannelConfig:
-        config = await self.store.get_channel(validate_channel_name(name))
-        if config is None:
-            raise ChannelNotFound(f"channel {name!r} does not exist")
-        return config
-
     def new_channel(self, name: str, fields: Mapping[str, Any]) -> ChannelConfig:
         """A channel from API fields; defaults: not distinct, --concurrent workers."""
         base = ChannelConfig(
@@ -401,43 +349,3 @@ class Service(DeadItems):
                 f" {running} running jobs: pause it and let them finish, or cancel them, first"
             )
         log.info("channel %s deleted", name)
-
-    async def channels(self) -> list[dict[str, Any]]:
-        """Every channel's settings and job counts (`describe_channel`), by name."""
-        configs = await self.store.load_channels()
-        return [await self.describe_channel(configs[name]) for name in sorted(configs)]
-
-    async def describe_channel(self, config: ChannelConfig) -> dict[str, Any]:
-        """A channel's settings with its queued, scheduled and running counts."""
-        return {**config.as_dict(), **await self.channel_counts(config.name)}
-
-    async def channel_counts(self, name: str) -> dict[str, int]:
-        snap = await self.store.channel_snapshot(name, limit=0)
-        return {"queued": snap.queued, "scheduled": snap.scheduled, "running": snap.running}
-
-    async def stats(self) -> dict[str, Any]:
-        channels = await self.store.load_channels()
-        _, dead_total = await self.store.dead_jobs(offset=0, limit=0)
-        return {
-            "counters": await self.store.stats(),
-            "today": await self.store.daily_counts(time.strftime("%Y-%m-%d")),
-            "channels": {name: await self.channel_counts(name) for name in sorted(channels)},
-            "dead_jobs": dead_total,
-            "dead_letters": await self.store.dead_letter_count(),
-            "runners": [
-                {"id": runner_id, "last_seen": seen}
-                for runner_id, seen in await self.store.runners()
-            ],
-        }
-
-    async def counters(self) -> dict[str, int]:
-        """The lifetime counters (jobs routed, succeeded, failed, dead letters, ...)."""
-        return await self.store.stats()
-
-    async def daily_counts(self, date: str) -> dict[str, int]:
-        """Jobs succeeded and failed on `date` (YYYY-MM-DD)."""
-        return await self.store.daily_counts(date)
-
-    async def undo_count(self) -> int:
-        """kingtask's backlog over all channels: queued jobs plus scheduled ones already due."""
-        return await self.store.undo_count()

@@ -14,8 +14,8 @@ from taskrunner.aio import cancel_and_wait, wait_event
 from taskrunner.attempt import ExecPolicy
 from taskrunner.channel import CANCELLED, ChannelWorker
 from taskrunner.errors import StoreUnavailable
-from taskrunner.jobs import ChannelConfig
 from taskrunner.metrics import RunnerMetrics
+from taskrunner.models import ChannelConfig
 from taskrunner.reconnect import Outages, RedisRetry
 from taskrunner.rpc import new_session
 from taskrunner.scheduler import Scheduler

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import DataError
 
 from taskrunner.errors import StoreRefusing, StoreUnavailable
-from taskrunner.jobs import ChannelConfig, job_from_fields
+from taskrunner.models import ChannelConfig
+from taskrunner.parsing import job_from_fields
 from taskrunner.store import Store
 from taskrunner.store.errors import CONNECTION_ERRORS
 from tests.support.net import free_port

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from taskrunner.errors import JobNotFound
-from taskrunner.jobs import ChannelConfig
+from taskrunner.models import ChannelConfig
 from tests.support.runners import RunnerHarness, wait_state
 from tests.support.waiting import wait_until
 

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from taskrunner.config import Settings
-from taskrunner.jobs import ChannelConfig
+from taskrunner.models import ChannelConfig
 from taskrunner.store import Store
 from tests.support.http import http
 from tests.support.redis_servers import RedisServer, server_binary

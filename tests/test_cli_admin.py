@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from taskrunner.jobs import ChannelConfig
+from taskrunner.models import ChannelConfig
 from tests.support.net import free_port
 from tests.support.runners import RunnerHarness, wait_state
 from tests.support.waiting import wait_until

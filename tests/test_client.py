@@ -16,7 +16,7 @@ from taskrunner.errors import (
     StoreUnavailable,
     TaskRunnerError,
 )
-from taskrunner.jobs import ChannelConfig, JobState
+from taskrunner.models import ChannelConfig, JobState
 from tests.support.net import free_port
 from tests.support.runners import RunnerHarness, wait_state
 

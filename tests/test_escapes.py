@@ -30,7 +30,7 @@ from taskrunner.cgroups import CGROUPS_VAR, JobCgroups
 from taskrunner.errors import ResourceExhausted
 from taskrunner.escapes import EMPTY, Strays, token_of
 from taskrunner.executor import Execution, run
-from taskrunner.jobs import ChannelConfig, Job
+from taskrunner.models import ChannelConfig, Job
 from taskrunner.spawn import ExecSpec
 from taskrunner.store import Store
 from tests.support.net import free_port

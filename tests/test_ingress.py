@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from taskrunner.jobs import Job, Limits
+from taskrunner.models import Job
+from taskrunner.validation import Limits
 from tests.support.runners import RunnerHarness, wait_state
 from tests.support.waiting import wait_until
 

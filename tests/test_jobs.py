@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taskrunner.errors import InvalidChannel, InvalidJob
-from taskrunner.jobs import Job, Limits, parse_intervals, parse_message
+from taskrunner.models import Job
+from taskrunner.parsing import parse_message
+from taskrunner.validation import Limits, parse_intervals
 
 NOW = 1_700_000_000.0
 

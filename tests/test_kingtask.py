@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from taskrunner.jobs import ChannelConfig
+from taskrunner.models import ChannelConfig
 from taskrunner.runner import Runner
 from tests.support.http import base_url, http
 from tests.support.net import free_port

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis import Redis as SyncRedis
 
 from taskrunner.embedded import EmbeddedRedis
-from taskrunner.jobs import ChannelConfig, Job, JobState
+from taskrunner.models import ChannelConfig, Job, JobState
 from taskrunner.store import Store
 from tests.support.net import free_port
 from tests.support.processes import catches, connected_to

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from taskrunner.jobs import ChannelConfig, Job
+from taskrunner.models import ChannelConfig, Job
 from taskrunner.runner import Runner
 from taskrunner.store import Store
 from tests.support.runners import RunnerHarness, make_settings

@@ -33,8 +33,8 @@ from taskrunner.cache import BytesLRU, bytes_lru_cache, deep_size
 from taskrunner.cli.run import _settings as cli_settings
 from taskrunner.cli.run import run as cli_run
 from taskrunner.errors import ConfigError
-from taskrunner.jobs import SPLIT_CACHE_BYTES, split_command
 from taskrunner.runner import Runner
+from taskrunner.shellwords import SPLIT_CACHE_BYTES, split_command
 from taskrunner.store import DEAD_LETTER_RAW_BYTES, Keys, utf8_prefix
 from tests.support.http import http
 from tests.support.net import HOST, free_port

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from taskrunner.jobs import ChannelConfig, JobState, job_from_fields
+from taskrunner.models import ChannelConfig, JobState
+from taskrunner.parsing import job_from_fields
 from taskrunner.scheduler import Scheduler
 from taskrunner.store import Store
 from tests.support.runners import RunnerHarness, wait_state

@@ -34,8 +34,9 @@ from taskrunner.allow import MAX_PATTERN_CHARS, MAX_PATTERNS, admits, check_prog
 from taskrunner.cli.run import _settings as cli_settings
 from taskrunner.cli.run import run as cli_run
 from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob, NotAllowed
-from taskrunner.jobs import MAX_ARGS, MAX_DEDUP_KEY_CHARS, MAX_INTERVALS, Limits, parse_message
+from taskrunner.parsing import parse_message
 from taskrunner.runner import Runner
+from taskrunner.validation import MAX_ARGS, MAX_DEDUP_KEY_CHARS, MAX_INTERVALS, Limits
 from tests.support.http import http
 from tests.support.net import HOST, free_port
 from tests.support.redis_servers import RedisServer

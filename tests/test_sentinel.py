@@ -27,7 +27,7 @@ from redis.exceptions import ResponseError
 
 from taskrunner.client import Client
 from taskrunner.errors import StoreUnavailable
-from taskrunner.jobs import JobState
+from taskrunner.models import JobState
 from tests.support.net import HOST
 from tests.support.redis_servers import RedisServer, SentinelServer
 from tests.support.runners import RunnerHarness, wait_state

@@ -27,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskrunner import watchdog
-from taskrunner.jobs import shell_words
+from taskrunner.shellwords import shell_words
 from taskrunner.store import REQUEST_CONNECTIONS
 from tests.support.http import base_url
 from tests.support.net import free_port

@@ -12,6 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from taskrunner.errors import InvalidJob
 from taskrunner.service import Service
+from taskrunner.validation import load_json
 
 SERVICE = web.AppKey("service", Service)
 HealthCheck = Callable[[], dict[str, Any]]
@@ -45,12 +46,9 @@ async def read_fields(request: web.Request, *, include_query: bool = False) -> d
     elif request.content_type == "application/json":
         body = await request.read()
         if body.strip():
-            try:
-                data = json.loads(body)
-            except ValueError as exc:
-                raise InvalidJob(f"body is not valid JSON: {exc}") from exc
-            except RecursionError:
-                raise InvalidJob("body is not usable JSON: nested too deeply") from None
+            data = load_json(
+                body, "body is not valid JSON", "body is not usable JSON: nested too deeply"
+            )
             if not isinstance(data, dict):
                 raise InvalidJob(f"body must be a JSON object, got {type(data).__name__}")
             fields.update(data)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from taskrunner.api.common import SERVICE, envelope, read_fields
 from taskrunner.errors import InvalidJob
-from taskrunner.jobs import channel_alias
+from taskrunner.parsing import channel_alias
 from taskrunner.service import ChannelSnapshot
 
 # Upstream's task status numbers in /status.

@@ -21,8 +21,9 @@ from aiohttp import web
 from taskrunner.admission import accepted_id
 from taskrunner.api.common import JSON_UTF8, SERVICE, read_fields
 from taskrunner.errors import InvalidJob, JobNotFound, OutcomeUnknown, TaskRunnerError
-from taskrunner.jobs import JOB_ID_RE, RPC, JobState
 from taskrunner.kingtask import rpc_job, script_job
+from taskrunner.models import RPC, JobState
+from taskrunner.validation import JOB_ID_RE
 
 PREFIXES = ("/api/v1/task", "/api/task")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -25,8 +25,8 @@ from taskrunner.api.openapi import (
     OPENAPI_DOCUMENT,
 )
 from taskrunner.errors import DuplicateJob, InvalidJob, OutcomeUnknown, TaskRunnerError
-from taskrunner.jobs import channel_alias
 from taskrunner.models import JOB_CREATE_FIELDS, job_view, parse_state
+from taskrunner.parsing import channel_alias
 
 PREFIX: Final = "/api"
 ROUTES_HINT: Final = "the routes listed in GET /api/openapi.json"

@@ -11,11 +11,8 @@ from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from taskrunner.api.schemas import SCHEMAS, ref
-from taskrunner.jobs import (
-    JOB_ID_RE,
-    JobState,
-)
-from taskrunner.models import NAME_PATTERN, schema_pattern
+from taskrunner.models import NAME_PATTERN, JobState, schema_pattern
+from taskrunner.validation import JOB_ID_RE
 
 # The API's limits on paging and waiting (api/native.py enforces them).
 DEFAULT_LIMIT: Final = 50

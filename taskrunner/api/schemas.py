@@ -1,7 +1,7 @@
 """The component schemas of the native API's OpenAPI document (see `api/openapi.py`).
 
 The job schemas are generated from the models (`models.JobCreate`, `models.JobRecord`) and the
-channel's from `jobs.ChannelConfig`, so a field and its limits are written once; the others
+channel's from `models.ChannelConfig`, so a field and its limits are written once; the others
 (stats, dead letters, errors) describe answers that have no model of their own."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from msgspec import UNSET
 
 from taskrunner.allow import MAX_PATTERN_CHARS, MAX_PATTERNS
 from taskrunner.channel_fields import MAX_WORKERS
-from taskrunner.jobs import MAX_SECONDS, ChannelConfig
-from taskrunner.models import NAME_PATTERN, Intervals, JobCreate, JobRecord
+from taskrunner.models import NAME_PATTERN, ChannelConfig, Intervals, JobCreate, JobRecord
 from taskrunner.service import DEAD_LETTER_RAW_BYTES
+from taskrunner.validation import MAX_SECONDS
 
 
 def ref(kind: str, name: str) -> dict[str, str]:

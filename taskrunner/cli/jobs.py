@@ -17,8 +17,7 @@ from taskrunner.cli.options import (
     redis_options,
     with_service,
 )
-from taskrunner.jobs import JobState
-from taskrunner.models import JOB_CREATE_FIELDS, job_view
+from taskrunner.models import JOB_CREATE_FIELDS, JobState, job_view
 from taskrunner.service import Service
 
 

@@ -12,8 +12,8 @@ import click
 
 from taskrunner.config import redis_url_from_parts
 from taskrunner.errors import ChannelExists, Conflict, JobNotFound, TaskRunnerError
-from taskrunner.jobs import Limits
 from taskrunner.service import Service, ServiceSettings
+from taskrunner.validation import Limits
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

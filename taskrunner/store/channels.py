@@ -8,9 +8,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from taskrunner.errors import ChannelExists, ChannelNotFound, InvalidChannel, InvalidJob
-from taskrunner.jobs import ChannelConfig, validate_channel_name
+from taskrunner.models import ChannelConfig
 from taskrunner.store.base import StoreBase
 from taskrunner.store.records import text
+from taskrunner.validation import validate_channel_name
 
 log = logging.getLogger("taskrunner.store")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from taskrunner.jobs import validate_channel_name
+from taskrunner.validation import validate_channel_name
 
 
 @dataclass(frozen=True, slots=True)

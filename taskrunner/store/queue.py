@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from taskrunner.jobs import Job, JobState
+from taskrunner.models import Job, JobState
 from taskrunner.store.base import ScriptCall, StoreBase
 from taskrunner.store.records import (
     CLAIM_FIELDS,

@@ -12,8 +12,7 @@ from typing import Any, Final
 import redis.exceptions as redis_errors
 
 from taskrunner.errors import StoreUnavailable
-from taskrunner.jobs import CHANNEL_NAME_RE, JobState
-from taskrunner.models import SUMMARY_FIELDS, SUMMARY_TEXT_BYTES
+from taskrunner.models import SUMMARY_FIELDS, SUMMARY_TEXT_BYTES, JobState
 from taskrunner.store.base import StoreBase
 from taskrunner.store.records import (
     ChannelSnapshot,
@@ -21,6 +20,7 @@ from taskrunner.store.records import (
     QueueCounts,
     text,
 )
+from taskrunner.validation import CHANNEL_NAME_RE
 
 WAIT_READ_TRIES: Final = 25  # a poll's read of the record, retried every 20 ms if the pool is full
 LIST_CHUNK: Final = 500

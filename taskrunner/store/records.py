@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from taskrunner.jobs import JOB_RECORD_NAMES, Job
+from taskrunner.models import JOB_RECORD_NAMES, Job
 
 # Bytes of a refused message a dead letter keeps: any command line a queue normally carries is
 # kept whole (and can be retried); of a longer message, its first bytes and its size.

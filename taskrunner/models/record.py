@@ -4,7 +4,7 @@ the CLI's `--json`, the client and the dashboard return for a job.
 The record lives in Redis as a hash of text fields. `JobRecord` names every field with its
 JSON type, so decoding (numeric strings to numbers, "1" flags to booleans, "" to null,
 milliseconds to seconds, args JSON to a list), the store's listing fields, and the OpenAPI
-schema all derive from it: a new job field is one line here (plus `jobs.Job` when a producer
+schema all derive from it: a new job field is one line here (plus `job.Job` when a producer
 sets it)."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from msgspec import UNSET, Meta, UnsetType
 from msgspec import inspect as mi
 
 from taskrunner.exec_result import describe_signal
-from taskrunner.jobs import (
+from taskrunner.models.job import FINAL_STATES, JobState
+from taskrunner.validation import (
     CHANNEL_NAME_RE,
-    FINAL_STATES,
     JOB_ID_RE,
     MAX_ARGS,
     MAX_DEDUP_KEY_CHARS,
@@ -29,7 +29,6 @@ from taskrunner.jobs import (
     MAX_INTERVALS_CHARS,
     MAX_NOTE_CHARS,
     MAX_SECONDS,
-    JobState,
     Limits,
 )
 

@@ -1,0 +1,51 @@
+"""The typed model of taskrunner, in one place: a job as a producer gives it (`Job`, in
+`job.py`), a channel's configuration (`ChannelConfig`, in `channel.py`), and a job's stored
+record as every reader sees it (`JobRecord`, `JobCreate` and their decoding, in `record.py`).
+
+Import the models from here. They check single values with `taskrunner.validation`;
+whole messages are parsed into a `Job` by `taskrunner.parsing`, which builds on the models
+(so the models never import it)."""
+
+from taskrunner.models.channel import ChannelConfig
+from taskrunner.models.job import (
+    COMMAND,
+    FINAL_STATES,
+    JOB_RECORD_NAMES,
+    RPC,
+    SCRIPT,
+    Job,
+    JobState,
+)
+from taskrunner.models.record import (
+    JOB_CREATE_FIELDS,
+    NAME_PATTERN,
+    SUMMARY_FIELDS,
+    SUMMARY_TEXT_BYTES,
+    Intervals,
+    JobCreate,
+    JobRecord,
+    job_view,
+    parse_state,
+    schema_pattern,
+)
+
+__all__ = [
+    "COMMAND",
+    "FINAL_STATES",
+    "JOB_CREATE_FIELDS",
+    "JOB_RECORD_NAMES",
+    "NAME_PATTERN",
+    "RPC",
+    "SCRIPT",
+    "SUMMARY_FIELDS",
+    "SUMMARY_TEXT_BYTES",
+    "ChannelConfig",
+    "Intervals",
+    "Job",
+    "JobCreate",
+    "JobRecord",
+    "JobState",
+    "job_view",
+    "parse_state",
+    "schema_pattern",
+]
