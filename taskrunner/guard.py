@@ -31,7 +31,6 @@ from typing import Protocol
 from taskrunner.aio import OncePerIteration
 from taskrunner.cgroups import CGROUPS
 from taskrunner.escapes import NONCE, STRAYS, reap, signal_stray
-from taskrunner.watchdog import start_time
 
 # Its lines keep the executor's logger name: they read as they did before the split.
 logger = logging.getLogger("taskrunner.executor")
@@ -152,13 +151,6 @@ class Watchdog:
 
     def untrack(self, pgid: int) -> None:
         self._unlist(b"%d" % pgid)
-
-    def track_process(self, pid: int) -> None:
-        """A single process (not a group) to stop with the jobs: the embedded Valkey."""
-        self._list(b"p%d" % pid, b":" + start_time(pid))
-
-    def untrack_process(self, pid: int) -> None:
-        self._unlist(b"p%d" % pid)
 
     def watch_escapes(self, *, marker: str, cgroup: str | None) -> None:
         """Also stop, when this process dies, every process of its jobs, in their groups or

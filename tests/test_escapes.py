@@ -118,11 +118,8 @@ def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
     with markers only."""
     monkeypatch.setenv(CGROUPS_VAR, "1" if request.param == "cgroup" else "0")
     cgroups = JobCgroups()
-    if request.param == "cgroup" and cgroups.root is None:
-        pytest.skip(
-            "job cgroups need a writable (delegated) cgroup v2 subtree, which this process does"
-            " not have; the marker fallback that runs instead is tested by the other tests here"
-        )
+    if request.param == "cgroup":
+        _skip_without_cgroups(cgroups, "this test process")
     monkeypatch.setattr(executor, "CGROUPS", cgroups)
     monkeypatch.setattr(guard, "CGROUPS", cgroups)
     yield request.param
@@ -323,15 +320,19 @@ def runner_env(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "marker":
         return {CGROUPS_VAR: "0"}
     probe = JobCgroups()
-    try:
-        if probe.root is None:
-            pytest.skip(
-                "job cgroups need a writable (delegated) cgroup v2 subtree, which a runner here"
-                " does not have; the marker fallback is tested by the other tests here"
-            )
-    finally:
-        probe.close()
+    _skip_without_cgroups(probe, "a runner started here")
+    probe.close()
     return {}
+
+
+def _skip_without_cgroups(cgroups: JobCgroups, who: str) -> None:
+    """Skip a [cgroup] case where job cgroups cannot be made; its [marker] twin still runs."""
+    if cgroups.root is None:
+        cgroups.close()
+        pytest.skip(
+            f"job cgroups need a writable (delegated) cgroup v2 subtree, which {who} does not"
+            " have; the marker fallback a runner uses then is tested by this test's [marker] case"
+        )
 
 
 KINDS = ("setsid", "double-fork", "cleared-env")

@@ -166,7 +166,8 @@ def closed_by_peer(sock: socket.socket) -> bool:
 
 
 @pytest.mark.skipif(
-    PRLIMIT is None, reason="needs prlimit (util-linux) to lower a live runner's ulimit -n"
+    PRLIMIT is None,
+    reason="needs prlimit (apt-get install util-linux) to lower a live runner's ulimit -n",
 )
 @pytest.mark.timeout(90)
 @pytest.mark.slow

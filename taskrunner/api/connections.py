@@ -176,7 +176,6 @@ class _Connection(asyncio.Protocol):
         self.guard = guard
         self.transport: asyncio.BaseTransport | None = None
         self.busy = 0  # requests being handled now
-        self.served = False  # a request came in: from then on aiohttp's keep-alive timeout rules
         self.accepted_at = time.monotonic()
         self.got_data = False
         self.has_request = False  # a whole request head arrived and is not handled yet
@@ -187,7 +186,6 @@ class _Connection(asyncio.Protocol):
 
     def started(self) -> None:
         self.busy += 1
-        self.served = True
         self.has_request = False  # `busy` covers it now
         self._tail = b""
         self.cancel_timer()

@@ -109,10 +109,6 @@ class EventHub:
         self._pump: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
 
-    @property
-    def subscribed(self) -> bool:
-        return self._pump is not None and not self._pump.done()
-
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[Listener]:
         """A listener, once Redis has confirmed the subscription (so nothing published after
