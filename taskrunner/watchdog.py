@@ -4,7 +4,7 @@ The runner starts this file as a small process of its own (`python -I -S watchdo
 in a new session, so a signal to the runner's group does not reach it) with a pipe on its
 stdin, and writes `+PGID` when a job's process group starts, `-PGID` once it is gone (both at
 the end of the event-loop iteration, so a group that came and went within one is not mentioned),
-`+pPID:START` and `-pPID` for a single process (the embedded Valkey; START is its start time from
+`+pPID:START` and `-pPID` for a single process (START is its start time from
 /proc/PID/stat, so a reused pid is never signalled), `gSECONDS` to change the grace, and, once
 before its first job, `+mNONCE` and `+cDIR`: the prefix of its jobs' TASKRUNNER_JOB_TOKEN and
 the cgroup its job cgroups are in (taskrunner/escapes.py). When the pipe reaches end of file,
@@ -87,6 +87,7 @@ class State:
     silence_grace_s: float = 0.0
     heard_at: float = 0.0  # time.monotonic() of the latest heartbeat told
     escapes: dict[bytes, bytes] = field(default_factory=dict)  # b"m": token prefix, b"c": cgroup
+    fenced_at: float = -1.0  # `heard_at` when the silence fence last came: once per silence
 
     def apply(self, line: bytes) -> None:
         text = line.strip()
@@ -112,17 +113,26 @@ class State:
 
     def silent_for_s(self) -> float | None:
         """How long until the silence fence (<= 0: now); None when it cannot come."""
-        if self.silence_s <= 0 or not any(t < 0 for t in self.listed):
+        if self.silence_s <= 0:
+            return None
+        # A job's group may not be told yet (the runner tells at the end of a loop iteration):
+        # with jobs marked, every silence is fenced once, the survey finding them.
+        unfenced = self.fenced_at != self.heard_at and self.escapes.keys() & {b"m", b"c"}
+        if not unfenced and not any(t < 0 for t in self.listed):
             return None
         return self.heard_at + self.silence_s - time.monotonic()
 
     def fence(self) -> None:
-        """The runner is silent: stop its job groups (not its single processes) and forget them."""
+        """The runner is silent: stop its job groups (not its single processes), those it told
+        and those of its marked job processes, as on its death, and forget them."""
+        self.fenced_at = self.heard_at
         listed = {t for t in self.listed if t < 0}
         for target in listed:
             del self.listed[target]
         live = live_groups()  # not a job that ended by itself, its runner too stalled to reap it
         groups = {t for t in listed if -t in live}
+        marked = escaped_processes(self.escapes.get(b"m"), self.escapes.get(b"c"))
+        groups |= {-pid for pid in marked if leads_group(pid)}
         if not groups:
             return
         with contextlib.suppress(OSError):  # first: the runner, asking once a group is gone, knows

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
+import select
 import shlex
 import signal
 import subprocess
@@ -165,6 +167,31 @@ def test_the_silence_fence_stops_running_groups_names_them_and_skips_ended_ones(
         ended.wait()
     assert rest == b""  # the job that had ended by itself is not named: it was no fence's doing
     assert b"no heartbeat for 0.5 s; stopping 1 job process group(s)" in errors
+
+
+def test_the_silence_fence_stops_a_job_group_it_was_not_told_of_yet() -> None:
+    # The runner tells the watchdog of a job's group at the end of a loop iteration: paused
+    # between the spawn and that, its job was not fenced, and ran on past the lease (a re-run
+    # elsewhere beside it). Its environment marks it as this runner's job, as on a death.
+    marker = secrets.token_hex(6)
+    env = {**os.environ, "TASKRUNNER_JOB_TOKEN": f"{marker}-1"}
+    unlisted = subprocess.Popen(["sleep", "60"], process_group=0, env=env)
+    fence = subprocess.Popen(
+        [sys.executable, "-I", "-S", WATCHDOG_FILE, "5"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert fence.stdin is not None and fence.stdout is not None
+    fence.stdin.write(b"+m%s\ns0.5:0.2\nh%.6f\n" % (marker.encode(), time.monotonic()))
+    fence.stdin.flush()
+    try:
+        assert select.select([fence.stdout], [], [], 5)[0], "the fence never came"
+        assert fence.stdout.readline() == b"f%d\n" % unlisted.pid
+        assert unlisted.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        unlisted.kill()
+        rest, errors = fence.communicate(timeout=10)
+    assert rest == b""  # fenced once for this silence
+    assert b"stopping 1 job process group(s)" in errors
 
 
 def test_heartbeats_keep_the_silence_fence_away() -> None:
