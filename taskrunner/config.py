@@ -48,6 +48,8 @@ class Settings:
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
     allow: tuple[str, ...] = ()  # --allow: programs this runner runs (taskrunner.allow)
+    # TaskRunner's queued commands are adopted at start, then checked for this often (adoption)
+    adopt_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         try:
@@ -66,6 +68,7 @@ class Settings:
         _require(self.kill_grace_s >= 0, "--kill-grace must be 0 or more seconds")
         _require(self.default_timeout_s >= 0, "--default-timeout must be 0 or more seconds")
         _require(self.lease_s >= 0.5, "--lease must be at least 0.5 seconds")
+        _require(self.adopt_interval_s > 0, "--adopt-interval must be more than 0 seconds")
         _require(self.capture_bytes >= 2, "--capture-bytes must be at least 2")
         _require(
             0 < self.http_read_timeout_s <= MAX_HTTP_READ_TIMEOUT_S,

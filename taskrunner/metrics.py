@@ -47,6 +47,9 @@ class RunnerMetrics:
         self.jobs_cancelled = count(
             "jobs_cancelled", "Running jobs stopped here by a cancel (queued ones are not counted)."
         )
+        self.jobs_adopted = count(
+            "jobs_adopted", "Commands adopted from TaskRunner's queues (<chan>:tasks:queue)."
+        )
         self.job_duration = Histogram(
             "taskrunner_job_duration_seconds",
             "Run time of each started attempt, however it ended.",

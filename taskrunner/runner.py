@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from taskrunner.adoption import Adoption
 from taskrunner.aio import cancel_and_wait
 from taskrunner.api.app import CONNECTIONS, build_app
 from taskrunner.api.connections import GuardedSite
@@ -92,6 +93,9 @@ class Runner:
             outages=outages,
             closing=self._closing,
         )
+        self.adoption = Adoption(
+            self.service, dead_letter_cap=settings.dead_letter_cap, metrics=self.metrics
+        )
         self.ingress = Ingress(
             settings,
             store,
@@ -159,6 +163,8 @@ class Runner:
         self._spawn(self.liveness.recovery_loop(), "recovery")
         self._spawn(self.scheduler.run(), "scheduler")
         self._spawn(self._reaper_loop(), "reaper")
+        if self.settings.task_mode:  # TaskRunner's queued commands: taskrunner.adoption
+            self._spawn(self.adoption.loop(interval_s=self.settings.adopt_interval_s), "adopt")
         await self._start_http()
         log.info(
             "taskrunner started: runner=%s redis=%s http=%s channels=%s task_mode=%s",

@@ -1,6 +1,7 @@
 """The `taskrunner` command line: the click group and its entry points. Each subcommand lives
 in the module named after what it acts on: `run` (the runner process), `jobs`, `queue`
-(channels), `dead`, `embedded`; `options` holds what they share and `tables` their text tables.
+(channels), `dead`, `embedded`, `migrate` (from TaskRunner); `options` holds what they share
+and `tables` their text tables.
 The commands reach Redis through the service, like the HTTP APIs."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 
 import click
 
-from taskrunner.cli import dead, embedded, jobs, queue, run
+from taskrunner.cli import dead, embedded, jobs, migrate, queue, run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,6 +30,7 @@ for command in (
     queue.queue,
     dead.dead,
     embedded.embedded,
+    migrate.migrate,
 ):
     cli.add_command(command)
 

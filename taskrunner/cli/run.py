@@ -151,6 +151,13 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     " the variable takes patterns separated by spaces. Default: any program"
     " (docs/SECURITY.md).",
 )
+@env_option(
+    "--adopt-interval",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between checks for commands queued under TaskRunner's keys (adopted as jobs).",
+)
 @env_option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @env_option(
     "--log-level",
@@ -177,7 +184,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
     unknown = set(opts) - SETTINGS_FIELDS - {
         "redis_host", "redis_password", "redis_db", "legacy_host", "legacy_password",
         "result_ttl", "drain_timeout", "kill_grace", "default_timeout", "lease", "embedded_redis",
-        "embedded_redis_port", "http_read_timeout",
+        "embedded_redis_port", "http_read_timeout", "adopt_interval",
     }  # fmt: skip
     if unknown:
         raise ConfigError(f"unknown option(s) {sorted(unknown)}")
@@ -205,6 +212,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
         log_format=opts["log_format"],
         log_level=opts["log_level"],
         allow=tuple(opts["allow"]),
+        adopt_interval_s=opts["adopt_interval"],
     )
 
 

@@ -6,6 +6,7 @@ what operations return: `records`."""
 
 from __future__ import annotations
 
+from taskrunner.store.adopt import DEAD, MOVED, AdoptOps
 from taskrunner.store.base import REQUEST_CONNECTIONS, Subscription
 from taskrunner.store.channels import ChannelOps
 from taskrunner.store.dead import DeadOps
@@ -27,8 +28,10 @@ from taskrunner.store.records import (
 from taskrunner.store.urls import redact_url
 
 __all__ = [
+    "DEAD",
     "DEAD_LETTER_RAW_BYTES",
     "HANDED_BACK",
+    "MOVED",
     "REQUEST_CONNECTIONS",
     "Admission",
     "ChannelSnapshot",
@@ -46,6 +49,6 @@ __all__ = [
 
 
 @translates_errors
-class Store(ChannelOps, QueueOps, LivenessOps, DeadOps):
+class Store(ChannelOps, AdoptOps, QueueOps, LivenessOps, DeadOps):
     """Typed operations on taskrunner's Redis data. Owns its connection pool, a connection for
     the heartbeat alone, and the stores made by `for_requests` (closed with it)."""

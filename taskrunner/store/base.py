@@ -4,6 +4,7 @@ coalesced, or pipelined), and pub/sub subscriptions. The operations build on it 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -41,15 +42,22 @@ COALESCE_MAX: Final = 500  # enqueues sent in one pipeline at most
 SCRIPTS: Final = (
     "enqueue", "claim", "finish", "hand_back", "promote", "dead_letter", "heartbeat", "cancel",
     "retry_dead", "drop_dead", "dead_letter_take", "delete_channel", "take_batch", "summary",
-    "defer",
+    "defer", "adopt", "adopt_dead",
 )  # fmt: skip
 DEFAULT_KEYS: Final = Keys()  # prefix 'task'
 # One Lua script call: (script name, keys, args).
 ScriptCall = tuple[str, Sequence[Any], Sequence[Any]]
 
 
+# `--! include NAME` in a script: NAME.lua's text as a function NAME(KEYS, ARGV) of its own.
+INCLUDE: Final = re.compile(r"^--! include (\w+)$", re.MULTILINE)
+
+
 def _load_script(name: str) -> str:
-    return resources.files("taskrunner").joinpath(f"lua/{name}.lua").read_text("utf-8")
+    text = resources.files("taskrunner").joinpath(f"lua/{name}.lua").read_text("utf-8")
+    return INCLUDE.sub(
+        lambda m: f"local function {m[1]}(KEYS, ARGV)\n{_load_script(m[1])}\nend", text
+    )
 
 
 class Subscription:

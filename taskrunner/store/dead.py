@@ -20,34 +20,37 @@ from taskrunner.store.records import (
 DEAD_LETTER_PAGE: Final = 100  # entries read at a time when looking for one by id
 
 
+def letter_entry(raw: bytes, reason: str, source: str) -> str:
+    """A dead letter as stored: `raw`'s first DEAD_LETTER_RAW_BYTES bytes (all of a message that
+    is no longer), its size in bytes, whether it was cut (`truncated`), the reason and source."""
+    kept = utf8_prefix(raw, DEAD_LETTER_RAW_BYTES)
+    return json.dumps(
+        {
+            "reason": reason,
+            "source": source,
+            "at": round(time.time(), 3),
+            "raw": kept.decode("utf-8", "backslashreplace"),
+            "size": len(raw),
+            "truncated": len(kept) < len(raw),
+        },
+        ensure_ascii=False,
+    )
+
+
 class DeadOps(ReadOps):
     """Store operations on dead letters and dead jobs (see the module)."""
 
     async def dead_letter(
         self, *, raw: bytes, reason: str, runner_id: str, source: str, cap: int
     ) -> int:
-        """Keep a refused message with its reason; returns the running dead-letter count.
-
-        The entry keeps the message's first DEAD_LETTER_RAW_BYTES bytes (all of a message that
-        is no longer), its size in bytes, and whether it was cut (`truncated`)."""
-        kept = utf8_prefix(raw, DEAD_LETTER_RAW_BYTES)
-        entry = json.dumps(
-            {
-                "reason": reason,
-                "source": source,
-                "at": round(time.time(), 3),
-                "raw": kept.decode("utf-8", "backslashreplace"),
-                "size": len(raw),
-                "truncated": len(kept) < len(raw),
-            },
-            ensure_ascii=False,
-        )
+        """Keep a refused message with its reason (`letter_entry`); returns the running
+        dead-letter count."""
         k = self.keys
         return int(
             await self._run(
                 "dead_letter",
                 [k.prepare_inflight(runner_id), k.dead_letters, k.stats],
-                [raw, entry, cap, k.dead_letter_events],
+                [raw, letter_entry(raw, reason, source), cap, k.dead_letter_events],
             )
         )
 
