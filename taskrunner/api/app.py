@@ -135,7 +135,7 @@ def build_app(
     app[SERVICE] = service
     app[HEALTH] = health
     app.router.add_get("/healthz", _healthz)
-    coyotes_api.add_routes(app)
+    coyotes_api.add_routes(app, colorful_tty=settings.colorful_tty)
     kingtask_api.add_routes(app, bin_path=settings.bin_path)
     native_api.add_routes(app)
     dashboard_api.add_routes(app)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from taskrunner.api import gojson
 from taskrunner.errors import InvalidJob
 from taskrunner.service import Service
 from taskrunner.validation import load_json
@@ -24,13 +24,11 @@ MAX_FORM_FIELDS = 1000
 
 
 def envelope(data: Any, *, status: int = 200, message: str = "ok", **extra: Any) -> web.Response:
-    """TaskRunner's envelope: `{"status_code", "message", "data"}`; HTTP status = status_code."""
+    """TaskRunner's envelope `{"status_code", "message", "data"}` as upstream's Go writes it
+    (`gojson.marshal`), our `extra` fields after upstream's; HTTP status = status_code."""
     body = {"status_code": status, "message": message, "data": data, **extra}
     return web.Response(
-        text=json.dumps(body, ensure_ascii=False),
-        status=status,
-        content_type=JSON_UTF8,
-        charset="utf-8",
+        body=gojson.marshal(body), status=status, content_type=JSON_UTF8, charset="utf-8"
     )
 
 

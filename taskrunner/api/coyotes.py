@@ -11,10 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
+from taskrunner.api import gojson
 from taskrunner.api.common import SERVICE, envelope, read_fields
-from taskrunner.errors import InvalidJob
+from taskrunner.errors import ChannelNotFound, InvalidChannel, InvalidJob
 from taskrunner.parsing import channel_alias
-from taskrunner.service import ChannelSnapshot
+from taskrunner.service import ChannelSnapshot, Service
 
 # Upstream's task status numbers in /status.
 STATUS_QUEUED_NO_MARK = 0
@@ -22,28 +23,64 @@ STATUS_QUEUED = 1
 STATUS_RUNNING = 2
 
 
-def add_routes(app: web.Application) -> None:
+# Upstream's `GET /` under `-colorful-tty` (config/welcome.go at 93fa9c0): its banner, verbatim.
+BANNER = (
+    "\n"
+    "   ::::::::::::::::::::\n"
+    "      :+:    :+:    :+          TaskRunner v1.0\n"
+    "     +:+    +:+    +:+                                    \u2588\n"
+    "    +#+    +#++:++#:           Powered by mylxsw          \u2588\n"
+    "   +#+    +#+    +#+     github.com/mylxsw/task-runner    \u2588\n"
+    "  #+#    #+#    #+#                                       \u2588\n"
+    " ###    ###    ###     " + "\u2588" * 36 + "\n"
+    "\n"
+)
+STARTED = "TaskRunner Started."
+
+
+def add_routes(app: web.Application, *, colorful_tty: bool = False) -> None:
+    welcome = BANNER if colorful_tty else STARTED
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=welcome)
+
     app.router.add_get("/", index)
     app.router.add_get("/status", status)
+    app.router.add_post("/status", status)  # upstream read `channel` with FormValue: any method
     app.router.add_post("/push", push)
     app.router.add_post("/queue", create_queue)
 
 
-async def index(request: web.Request) -> web.Response:
-    return web.Response(text="TaskRunner Started.")
-
-
 async def status(request: web.Request) -> web.Response:
+    """Upstream's /status (http/handler/status.go): every channel's `{"tasks", "count"}` keyed by
+    name, or with `channel` that one channel's object unwrapped, empty when it does not exist."""
     service = request.app[SERVICE]
-    channel = request.query.get("channel") or None
-    snapshots = await service.snapshots(channel)
-    data = {snap.channel: _channel_status(snap) for snap in snapshots}
+    channel = (await read_fields(request, include_query=True)).get("channel") or None
+    if channel is None:
+        data: Any = gojson.GoMap(
+            (snap.channel, _channel_status(snap)) for snap in await service.snapshots()
+        )
+    else:
+        data = await _one_channel_status(service, str(channel))
     stats = await service.counters()
     recent = await service.dead_letters(start=0, count=10)
     return envelope(data, dead_letters={"count": stats.get("dead_letters", 0), "recent": recent})
 
 
+async def _one_channel_status(service: Service, channel: str) -> dict[str, Any]:
+    try:
+        [snap] = await service.snapshots(channel)
+    except (ChannelNotFound, InvalidChannel):
+        return {"tasks": [], "count": 0}  # upstream read an empty list under any name
+    return _channel_status(snap)
+
+
 def _channel_status(snap: ChannelSnapshot) -> dict[str, Any]:
+    """Upstream's fields first (`tasks`, `count`; each task `task_name`, `channel`, `status`),
+    ours after. Tasks in upstream's order (brokers/redis/task.go, QueryTask): the queue from its
+    head, newest first, then the running ones."""
+    queued = [job for job in snap.jobs if job.state != "running"]
+    running = [job for job in snap.jobs if job.state == "running"]
     tasks = [
         {
             "task_name": job.task,
@@ -53,7 +90,7 @@ def _channel_status(snap: ChannelSnapshot) -> dict[str, Any]:
             "state": job.state,
             **({"task_truncated": True} if job.task_truncated else {}),
         }
-        for job in snap.jobs
+        for job in [*reversed(queued), *running]
     ]
     return {
         "tasks": tasks,

@@ -91,7 +91,11 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     show_default=True,
     help="Run jobs (off: route and serve HTTP only).",
 )
-@env_option("--colorful-tty", is_flag=True, help="Colour the log on a terminal.")
+@env_option(
+    "--colorful-tty",
+    is_flag=True,
+    help="Colour the log on a terminal; GET / then answers upstream's banner.",
+)
 @env_option("--shell", is_flag=True, help="Run each task with /bin/sh -c instead of splitting it.")
 @env_option(
     "--bin-path",
