@@ -17,6 +17,7 @@ from aiohttp import web
 from taskrunner.aio import cancel_and_wait
 from taskrunner.api.app import CONNECTIONS, build_app
 from taskrunner.api.connections import GuardedSite
+from taskrunner.api.kingtask_tcp import KingtaskTcpServer, start_kingtask_tcp
 from taskrunner.attempt import ExecPolicy
 from taskrunner.channel import DRAIN
 from taskrunner.config import Settings
@@ -64,6 +65,7 @@ class Runner:
         self._closing = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._web: web.AppRunner | None = None
+        self._kingtask_tcp: KingtaskTcpServer | None = None
         outages = Outages(self.metrics)
         self.scheduler = Scheduler(store, lambda: list(self.workers))
         self.workers = ChannelWorkers(
@@ -160,6 +162,9 @@ class Runner:
         self._spawn(self.scheduler.run(), "scheduler")
         self._spawn(self._reaper_loop(), "reaper")
         await self._start_http()
+        if self.settings.kingtask_addr:
+            requests = self.service.on_store(self.store.for_requests())
+            self._kingtask_tcp = await start_kingtask_tcp(self.settings, requests)
         log.info(
             "taskrunner started: runner=%s redis=%s http=%s channels=%s task_mode=%s",
             self.runner_id, self.store.url_for_logs, self.settings.http_addr,
@@ -224,6 +229,8 @@ class Runner:
         self.ingress.close()
         self.scheduler.close()
         self.workers.close()
+        if self._kingtask_tcp is not None:
+            self._kingtask_tcp.stop_accepting()
         await self.workers.stop_claiming()
         running = self.workers.process_count()
         log.info("drain 1/3: intake stopped; %d jobs running, queued jobs stay in Redis", running)
@@ -276,6 +283,9 @@ class Runner:
         self.workers.terminate_all(DRAIN)
         await self._wait_handed_back()
         self.workers.cancel_tasks()
+        if self._kingtask_tcp is not None:
+            kingtask_tcp, self._kingtask_tcp = self._kingtask_tcp, None
+            await kingtask_tcp.close()
         if self._web is not None:
             web_runner, self._web = self._web, None
             await web_runner.cleanup()
