@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from taskrunner.admission import accepted_id
+from taskrunner.aio import cancel_and_wait
 from taskrunner.api.kingtask import NOT_FINISHED, result_reply
 from taskrunner.config import Settings
 from taskrunner.errors import ConfigError, InvalidJob, ProtocolError, TaskRunnerError
@@ -42,6 +43,7 @@ TYPE_GET_RESULT: Final = 2
 TYPE_CLOSE: Final = 3
 RESULT_KEY_PREFIX: Final = "r_"  # task.go's GetResult asks for {"key": "r_<uuid>"}
 GO_READ_BYTES: Final = 512  # task.go reads each reply with one Read into 512 bytes
+CLOSE_WAIT_S: Final = 1.0  # at close: how long a handler may take to see its connection end
 OK_REPLY: Final = b'{"status":0,"message":""}'
 # encoding/json escapes these inside strings (HTML safety, JavaScript line separators)
 GO_ESCAPES: Final = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
@@ -212,8 +214,11 @@ class KingtaskTcpServer:
         self.bin_path = bin_path
         self.limits = limits or TcpLimits()
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._open: dict[asyncio.Task[Any], Connection] = {}
         self._full_logged = False
+
+    def open_count(self) -> int:
+        return len(self._open)
 
     async def start(self) -> None:
         try:
@@ -235,14 +240,17 @@ class KingtaskTcpServer:
             self._server.close()
 
     async def close(self) -> None:
-        """Stop listening and close every connection; idempotent."""
+        """Stop listening and close every connection; idempotent. A handler still waiting on
+        Redis after CLOSE_WAIT_S is cancelled."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        tasks, self._tasks = list(self._tasks), set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        handlers, self._open = dict(self._open), {}
+        for conn in handlers.values():
+            conn.writer.transport.abort()  # its read ends: the handler returns
+        if handlers:
+            _, pending = await asyncio.wait(handlers, timeout=CLOSE_WAIT_S)
+            await cancel_and_wait(list(pending))
         if server is not None:
             await server.wait_closed()
 
@@ -250,17 +258,19 @@ class KingtaskTcpServer:
         conn = Connection(reader, writer, self.limits)
         task = asyncio.current_task()
         try:
-            if self._server is None or len(self._tasks) >= self.limits.max_connections:
+            if (
+                self._server is None
+                or task is None
+                or len(self._open) >= self.limits.max_connections
+            ):
                 await self._refuse(conn)
                 return
-            if task is not None:
-                self._tasks.add(task)
+            self._open[task] = conn
             await self._converse(conn)
         finally:
-            if task is not None:
-                self._tasks.discard(task)
+            self._open.pop(task, None)  # type: ignore[arg-type]
             writer.close()
-            with contextlib.suppress(OSError, asyncio.CancelledError):
+            with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
     async def _refuse(self, conn: Connection) -> None:
@@ -294,7 +304,7 @@ class KingtaskTcpServer:
         except (OSError, TimeoutError) as exc:
             log.info("kingtask TCP %s: %r; connection closed", conn.peer, exc)
         finally:
-            if len(self._tasks) <= self.limits.max_connections // 2:
+            if len(self._open) <= self.limits.max_connections // 2:
                 self._full_logged = False
 
     async def _answer(self, kind: int, fields: dict[str, Any]) -> bytes:
