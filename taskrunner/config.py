@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -11,11 +12,12 @@ from urllib.parse import quote
 
 from taskrunner.allow import parse_patterns
 from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob
+from taskrunner.kingtask_config import KINGTASK_ALIASES, YAML_SUFFIXES, kingtask_options, read_yaml
 from taskrunner.store.urls import parse_redis_url
 from taskrunner.validation import Limits, validate_channel_name
 
 # Config-file keys accepted as aliases of our own names (kingtask's worker.yaml names).
-CONFIG_ALIASES = {"result_keep_time": "result_ttl", "task_run_time": "default_timeout"}
+CONFIG_ALIASES = KINGTASK_ALIASES
 MAX_HTTP_READ_TIMEOUT_S = 3600.0
 MAX_HTTP_CONNECTIONS = 1_000_000
 
@@ -50,6 +52,9 @@ class Settings:
     allow: tuple[str, ...] = ()  # --allow: programs this runner runs (taskrunner.allow)
     # TaskRunner's queued commands are adopted at start, then checked for this often (adoption)
     adopt_interval_s: float = 10.0
+    # kingtask compatibility: its TCP broker protocol (off: None); its log directory
+    kingtask_addr: str | None = None
+    log_path: Path | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -85,26 +90,21 @@ class Settings:
             f"--log-format must be text or json, got {self.log_format!r}",
         )
         self.http_host_port()  # validates the address
+        self.kingtask_host_port()
         if self.bin_path is not None and not self.bin_path.is_dir():
             raise ConfigError(f"--bin-path {self.bin_path} is not a directory: create it first")
 
     def http_host_port(self) -> tuple[str, int]:
-        host, sep, port = self.http_addr.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ConfigError(
-                f"--http-addr {self.http_addr!r} must be HOST:PORT, e.g. 127.0.0.1:60001"
-            )
-        return host.strip("[]") or "0.0.0.0", int(port)
+        return host_port(self.http_addr, "--http-addr", "127.0.0.1:60001")
+
+    def kingtask_host_port(self) -> tuple[str, int] | None:
+        if not self.kingtask_addr:
+            return None
+        return host_port(self.kingtask_addr, "--kingtask-addr", "127.0.0.1:9595")
 
     @property
     def http_is_loopback(self) -> bool:
-        host, _ = self.http_host_port()
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.http_host_port()[0])
 
     def check_exposure(self) -> None:
         """Refuse a non-loopback listener without a token, unless --insecure."""
@@ -114,6 +114,31 @@ class Settings:
                 " push can run commands: set --auth-token (or TASKRUNNER_AUTH_TOKEN), or pass"
                 " --insecure to accept the risk"
             )
+        kingtask = self.kingtask_host_port()
+        if kingtask is not None and not is_loopback(kingtask[0]) and not self.insecure:
+            raise ConfigError(
+                f"--kingtask-addr {self.kingtask_addr} is reachable from other hosts and"
+                " kingtask's TCP protocol carries no token: anyone who can connect can run the"
+                f" programs in --bin-path. Listen on 127.0.0.1:{kingtask[1]}, or pass --insecure"
+                " to accept the risk"
+            )
+
+
+def host_port(addr: str, option: str, example: str) -> tuple[str, int]:
+    """`HOST:PORT` (`:PORT`: every interface; `[::1]:PORT`) as (host, port)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{option} {addr!r} must be HOST:PORT, e.g. {example}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _require(condition: bool, message: str) -> None:
@@ -130,15 +155,23 @@ def redis_url_from_parts(host: str, password: str | None, db: int) -> str:
     return f"redis://{auth}{host}/{db}"
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML config file into option names (dashes or underscores both accepted)."""
+def load_config_file(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """Read a TOML config file, or kingtask's YAML (a .yaml/.yml name, or a file that is not
+    TOML), into option names (dashes or underscores both accepted), and notes to log."""
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read it: {exc.strerror}") from exc
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"--config {path}: cannot read it: {why}") from exc
+    if path.suffix.lower() in YAML_SUFFIXES:
+        return kingtask_options(read_yaml(path, text), path)
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from exc
+        if path.suffix.lower() != ".toml":
+            with contextlib.suppress(ConfigError):  # kingtask's -config=/etc/broker.conf
+                return kingtask_options(read_yaml(path, text), path)
+        raise ConfigError(f"--config {path}: not valid TOML (nor kingtask's YAML): {exc}") from exc
     section = data.get("taskrunner", data)
     if not isinstance(section, dict):
         raise ConfigError(f"--config {path}: [taskrunner] must be a table")
@@ -148,7 +181,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         options[CONFIG_ALIASES.get(name, name)] = value
     if isinstance(options.get("allow"), str):  # `allow = "php sh"`: split like TASKRUNNER_ALLOW
         options["allow"] = options["allow"].split()
-    return options
+    return options, []
 
 
 SETTINGS_FIELDS = frozenset(f.name for f in fields(Settings))

@@ -15,6 +15,11 @@ class InvalidJob(TaskRunnerError):
     """An ingress message or API request does not describe a valid job."""
 
 
+class ProtocolError(TaskRunnerError):
+    """A client broke a wire protocol's framing (kingtask's TCP broker protocol): the
+    connection is answered once and closed."""
+
+
 class InvalidChannel(TaskRunnerError):
     """A channel name is malformed, or a channel cannot be used as asked."""
 

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
+
 from taskrunner.errors import InvalidJob
 from taskrunner.models import RPC, SCRIPT, Job
 from taskrunner.validation import (
+    JOB_ID_RE,
     MAX_SECONDS,
     Limits,
     brief,
@@ -119,6 +122,22 @@ def script_job(
         args=_script_args(fields.get("args"), limits),
         **_common(fields, now),
     )
+
+
+def task_request_job(
+    fields: Mapping[str, Any], *, bin_path: Path | None, now: float, limits: Limits
+) -> Job:
+    """kingtask's TaskRequest (task/task.go: `uuid`, `bin_name`, `args`, `start_time`,
+    `time_interval`, `index`) as a script job whose id is the request's `uuid`: the client
+    reads its result as `r_<uuid>`. `index` (upstream's retry counter) is not used."""
+    job_id = fields.get("uuid")
+    if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+        raise InvalidJob(
+            f'"uuid" must be the task\'s id (letters, digits, "_.:-", at most 128), got'
+            f" {brief(job_id)}: task.NewTaskRequest makes one"
+        )
+    job = script_job(fields, bin_path=bin_path, now=now, limits=limits)
+    return msgspec.structs.replace(job, id=job_id)
 
 
 def rpc_job(fields: Mapping[str, Any], *, now: float, limits: Limits) -> Job:

@@ -7,11 +7,13 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any, Final, TextIO
 
 from aiohttp.http_exceptions import HttpProcessingError
 
 from taskrunner.aio import OncePerIteration
+from taskrunner.errors import ConfigError
 
 CONTEXT_FIELDS: Final = ("job_id", "channel", "attempt", "pid", "stream")
 COLOURS: Final = {
@@ -107,22 +109,45 @@ class ClientErrorFilter(logging.Filter):
         return True
 
 
-def configure(*, log_format: str = "text", colour: bool = False, level: str = "info") -> None:
+LOG_FILE_NAME: Final = "sys.log"  # kingtask's name for its log file inside log_path
+
+
+def configure(
+    *,
+    log_format: str = "text",
+    colour: bool = False,
+    level: str = "info",
+    log_dir: Path | None = None,
+) -> None:
+    """Log to stderr, or with `log_dir` appended to `log_dir`/sys.log (ConfigError if it
+    cannot be opened). `level` as Go's kingtask takes it too: debug, info, warn, error."""
     # No record field we print needs the caller's file and line, the thread or the process:
     # not collecting them makes each record cheaper (the Logging HOWTO, "Optimization").
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = BatchingHandler(sys.stderr)
+    stream = sys.stderr if log_dir is None else _open_log_file(log_dir)
+    handler = BatchingHandler(stream)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(TextFormatter(colour=colour and sys.stderr.isatty()))
+        handler.setFormatter(TextFormatter(colour=colour and stream.isatty()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level.upper())  # logging knows WARN as WARNING
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, ClientErrorFilter) for f in server_log.filters):
         server_log.addFilter(ClientErrorFilter())
+
+
+def _open_log_file(log_dir: Path) -> TextIO:
+    path = log_dir / LOG_FILE_NAME
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        return path.open("a", encoding="utf-8", buffering=1)
+    except OSError as exc:
+        raise ConfigError(
+            f"--log-path {log_dir}: cannot write {path}: {exc.strerror}: choose a writable directory"
+        ) from exc

@@ -18,6 +18,7 @@ from taskrunner.adoption import Adoption
 from taskrunner.aio import cancel_and_wait
 from taskrunner.api.app import CONNECTIONS, build_app
 from taskrunner.api.connections import GuardedSite
+from taskrunner.api.kingtask_tcp import KingtaskTcpServer, start_kingtask_tcp
 from taskrunner.attempt import ExecPolicy
 from taskrunner.channel import DRAIN
 from taskrunner.config import Settings
@@ -65,6 +66,7 @@ class Runner:
         self._closing = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._web: web.AppRunner | None = None
+        self._kingtask_tcp: KingtaskTcpServer | None = None
         outages = Outages(self.metrics)
         self.scheduler = Scheduler(store, lambda: list(self.workers))
         self.workers = ChannelWorkers(
@@ -166,6 +168,9 @@ class Runner:
         if self.settings.task_mode:  # TaskRunner's queued commands: taskrunner.adoption
             self._spawn(self.adoption.loop(interval_s=self.settings.adopt_interval_s), "adopt")
         await self._start_http()
+        if self.settings.kingtask_addr:
+            requests = self.service.on_store(self.store.for_requests())
+            self._kingtask_tcp = await start_kingtask_tcp(self.settings, requests)
         log.info(
             "taskrunner started: runner=%s redis=%s http=%s channels=%s task_mode=%s",
             self.runner_id, self.store.url_for_logs, self.settings.http_addr,
@@ -230,6 +235,8 @@ class Runner:
         self.ingress.close()
         self.scheduler.close()
         self.workers.close()
+        if self._kingtask_tcp is not None:
+            self._kingtask_tcp.stop_accepting()
         await self.workers.stop_claiming()
         running = self.workers.process_count()
         log.info("drain 1/3: intake stopped; %d jobs running, queued jobs stay in Redis", running)
@@ -282,6 +289,9 @@ class Runner:
         self.workers.terminate_all(DRAIN)
         await self._wait_handed_back()
         self.workers.cancel_tasks()
+        if self._kingtask_tcp is not None:
+            kingtask_tcp, self._kingtask_tcp = self._kingtask_tcp, None
+            await kingtask_tcp.close()
         if self._web is not None:
             web_runner, self._web = self._web, None
             await web_runner.cleanup()

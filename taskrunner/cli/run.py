@@ -29,22 +29,39 @@ from taskrunner.pidfile import pidfile
 from taskrunner.runner import Runner
 
 log = logging.getLogger("taskrunner.cli")
+CONFIG_NOTES = "taskrunner.config_notes"
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """`--config FILE`: its values become defaults that flags and env vars override."""
+    """`--config FILE`: its values become defaults that flags and env vars override; what it
+    holds that is no option is logged once logging is set up (`_log_config_notes`)."""
     if value:
         try:
-            options = load_config_file(Path(value))
+            options, notes = load_config_file(Path(value))
         except ConfigError as exc:
             raise click.BadParameter(str(exc)) from exc
+        known = {param.name for param in ctx.command.params}
+        unknown = sorted(set(options) - known)
+        ctx.meta[CONFIG_NOTES] = [(logging.INFO, note) for note in notes]
+        if unknown:
+            ctx.meta[CONFIG_NOTES].append((
+                logging.WARNING,
+                f"--config {value}: unknown key(s) {', '.join(unknown)} ignored: see"
+                " `taskrunner run --help` for the options a config file may set",
+            ))  # fmt: skip
         ctx.default_map = {**(ctx.default_map or {}), **options}
     return value
 
 
+def _log_config_notes() -> None:
+    for level, message in click.get_current_context().meta.get(CONFIG_NOTES, []):
+        log.log(level, "%s", message)
+
+
 @click.command()
 @env_option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
-            callback=_load_config, help="TOML file with any of these options (flags and env win).")  # fmt: skip
+            callback=_load_config, help="TOML file with any of these options, or kingtask's broker.yaml / worker.yaml"
+                 " (flags and env win).")  # fmt: skip
 @redis_options
 @env_option("--embedded-redis", type=click.Path(file_okay=False), default=None,
             help="Start the bundled Valkey server with its data (AOF) in this directory.")  # fmt: skip
@@ -144,7 +161,10 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     help="Require 'Authorization: Bearer TOKEN' on HTTP (not /healthz).",
 )
 @env_option(
-    "--insecure", is_flag=True, help="Allow a non-loopback --http-addr without --auth-token."
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback --http-addr without --auth-token, and a non-loopback"
+    " --kingtask-addr.",
 )
 @env_option(
     "--allow",
@@ -165,16 +185,33 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
 @env_option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @env_option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False),
     default="info",
     show_default=True,
 )
+@env_option(
+    "--log-path",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the log to DIR/sys.log instead of stderr (kingtask's log_path).",
+)
+@env_option(
+    "--kingtask-addr",
+    default=None,
+    help="Serve kingtask's TCP broker protocol (task.NewBrokerClient) on HOST:PORT, e.g."
+    " 127.0.0.1:9595 (kingtask's addr). It carries no token: a non-loopback address needs"
+    " --insecure. Default: off.",
+)
 def run(**opts: Any) -> None:
     """Run the task runner until SIGUSR2/TERM/INT/HUP, then drain and exit 0."""
-    logs.configure(
-        log_format=opts["log_format"], colour=opts["colorful_tty"], level=opts["log_level"]
-    )
     try:
+        logs.configure(
+            log_format=opts["log_format"],
+            colour=opts["colorful_tty"],
+            level=opts["log_level"],
+            log_dir=Path(opts["log_path"]) if opts["log_path"] else None,
+        )
+        _log_config_notes()
         settings = _settings(opts)
         settings.check_exposure()
         with pidfile(settings.pidfile):
@@ -217,6 +254,8 @@ def _settings(opts: dict[str, Any]) -> Settings:
         log_level=opts["log_level"],
         allow=tuple(opts["allow"]),
         adopt_interval_s=opts["adopt_interval"],
+        kingtask_addr=opts["kingtask_addr"] or None,
+        log_path=Path(opts["log_path"]) if opts["log_path"] else None,
     )
 
 
