@@ -24,12 +24,20 @@ class DeadOps(ReadOps):
     """Store operations on dead letters and dead jobs (see the module)."""
 
     async def dead_letter(
-        self, *, raw: bytes, reason: str, runner_id: str, source: str, cap: int
+        self,
+        *,
+        raw: bytes,
+        reason: str,
+        runner_id: str,
+        source: str,
+        cap: int,
+        inflight: tuple[str, bytes] | None = None,
     ) -> int:
         """Keep a refused message with its reason; returns the running dead-letter count.
 
         The entry keeps the message's first DEAD_LETTER_RAW_BYTES bytes (all of a message that
-        is no longer), its size in bytes, and whether it was cut (`truncated`)."""
+        is no longer), its size in bytes, and whether it was cut (`truncated`). `inflight`: the
+        list and member to drop instead of `raw` in the prepare queue's in-flight list."""
         kept = utf8_prefix(raw, DEAD_LETTER_RAW_BYTES)
         entry = json.dumps(
             {
@@ -43,11 +51,12 @@ class DeadOps(ReadOps):
             ensure_ascii=False,
         )
         k = self.keys
+        inflight_key, member = inflight or (k.prepare_inflight(runner_id), raw)
         return int(
             await self._run(
                 "dead_letter",
-                [k.prepare_inflight(runner_id), k.dead_letters, k.stats],
-                [raw, entry, cap, k.dead_letter_events],
+                [inflight_key, k.dead_letters, k.stats],
+                [member, entry, cap, k.dead_letter_events],
             )
         )
 
