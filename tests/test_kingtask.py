@@ -298,7 +298,7 @@ async def test_rpc_post_as_upstream_readme(runners: RunnerHarness, upstream: Ups
     assert (record["kind"], record["http_status"], record["stdout"]) == ("rpc", "200", "207")
 
 
-async def test_rpc_get_sends_args_as_its_body_as_kingtask(  # the-no worker/worker.go:177-188
+async def test_rpc_get_sends_args_as_its_body_as_kingtask(  # the-no worker.go newHttpRequest
     runners: RunnerHarness, upstream: Upstream
 ) -> None:
     runner = await runners.start()
