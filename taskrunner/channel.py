@@ -29,7 +29,13 @@ from taskrunner.executor import Execution
 from taskrunner.guard import WATCHDOG
 from taskrunner.metrics import ChannelMetrics
 from taskrunner.models import ChannelConfig
-from taskrunner.recording import WriteAbandoned, final_state, persist, result_fields
+from taskrunner.recording import (
+    WriteAbandoned,
+    final_state,
+    kingtask_end,
+    persist,
+    result_fields,
+)
 from taskrunner.store import HANDED_BACK, Claimed, Store
 
 log = logging.getLogger("taskrunner.channel")
@@ -314,15 +320,17 @@ class ChannelWorker:
             cancelled=reason == CANCELLED,
             refused=reason == REFUSED,
         )
+        fields = result_fields(result, kind=job.kind)
         recorded, successors = await persist(
             lambda: self._store.finish(
                 claimed,
                 runner_id=runner_id,
                 state=state,
-                result=result_fields(result, kind=job.kind),
+                result=fields,
                 result_ttl_s=self._policy.result_ttl_s,
                 due_at=due_at,
                 claim_next=self._free_after(job.id),
+                kingtask=kingtask_end(claimed, fields, state),
             ),
             what=f"record the result of job {job.id}",
             abandon=self._abandon,

@@ -20,6 +20,12 @@ class ProtocolError(TaskRunnerError):
     connection is answered once and closed."""
 
 
+class InvalidArgument(InvalidJob):
+    """A kingtask request lacks a field or names an unknown choice, where kingtask answers
+    "invalid argument" (the-no/kingtask core/errors/errors.go): kingtask's API answers that
+    text as is, the detail (this error's text) in a header."""
+
+
 class InvalidChannel(TaskRunnerError):
     """A channel name is malformed, or a channel cannot be used as asked."""
 
@@ -56,6 +62,11 @@ class OutcomeUnknown(TaskRunnerError):
 
 class JobNotFound(TaskRunnerError):
     """No job record with that id (never existed, or expired)."""
+
+
+class ResultNotExist(JobNotFound):
+    """kingtask's "result not exist": no job with that id, or not finished yet (its result
+    hash `r_<uuid>` is written when the job ends)."""
 
 
 class StoreError(TaskRunnerError):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from taskrunner.errors import InvalidJob
+from taskrunner.errors import InvalidArgument, InvalidJob
 from taskrunner.models import RPC, SCRIPT, Job
 from taskrunner.validation import (
     JOB_ID_RE,
@@ -94,7 +94,9 @@ def find_script(bin_path: Path | None, name: str) -> Path:
 def check_bin_name(name: str) -> str:
     """Refuse names that could leave --bin-path: empty, with `/`, with `..`, or a NUL byte."""
     if not name:
-        raise InvalidJob('"bin_name" is required: the name of an executable file in --bin-path')
+        raise InvalidArgument(
+            '"bin_name" is required: the name of an executable file in --bin-path'
+        )
     if "/" in name or ".." in name or "\0" in name:
         raise InvalidJob(
             f'"bin_name" {name[:80]!r} must be a plain file name inside --bin-path:'
@@ -144,11 +146,7 @@ def rpc_job(fields: Mapping[str, Any], *, now: float, limits: Limits) -> Job:
     """kingtask's `POST .../rpc`: `method`, `url`, `args` (a JSON text) and the common fields."""
     method = _method(fields.get("method"))
     url = _url(fields.get("url"))
-    body = _body(fields.get("args"), limits)
-    if method == "GET" and body is not None and not isinstance(json.loads(body), dict):
-        raise InvalidJob(
-            '"args" of a GET must be a JSON object: its items become the query parameters'
-        )
+    body = _body(fields.get("args"), limits)  # sent as the body, a GET's too, as kingtask
     return Job(
         id=str(uuid.uuid4()),
         task=f"{method} {url}",
@@ -219,13 +217,13 @@ def _is_arg(value: Any) -> bool:
 def _method(value: Any) -> str:
     method = value.strip().upper() if isinstance(value, str) else ""
     if method not in RPC_METHODS:
-        raise InvalidJob(f'"method" must be one of {", ".join(RPC_METHODS)}, got {value!r}')
+        raise InvalidArgument(f'"method" must be one of {", ".join(RPC_METHODS)}, got {value!r}')
     return method
 
 
 def _url(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidJob('"url" is required: the http:// or https:// address to call')
+        raise InvalidArgument('"url" is required: the http:// or https:// address to call')
     url = value.strip()
     if len(url) > MAX_URL_CHARS:
         raise InvalidJob(f'"url" is longer than {MAX_URL_CHARS} characters')

@@ -74,6 +74,7 @@ class Liveness:
         try:
             async with asyncio.timeout(STOP_REDIS_S):
                 restored = await self.store.restore_inflight(self.runner_id)
+                await self.store.restore_kingtask_requests(self.runner_id)
                 if restored:
                     log.info("%d unrouted messages put back on the prepare queue", restored)
                 held = await self.store.unregister_runner(self.runner_id)
@@ -247,6 +248,7 @@ class Liveness:
             )
             handed = outcomes[HANDED_BACK]
             messages = await self.store.restore_inflight(dead)
+            messages += await self.store.restore_kingtask_requests(dead)
             await self.store.forget_runner(dead)
             log.warning(
                 "runner %s lost (no heartbeat for %.1f s): %d jobs handed back, %d cancelled jobs"

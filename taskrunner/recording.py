@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from taskrunner.aio import Backoff, wait_event
 from taskrunner.errors import StoreUnavailable
 from taskrunner.exec_result import ExecResult
+from taskrunner.kingtask_result import result_hash, writes_result
 from taskrunner.models import RPC, ChannelConfig, JobState
 from taskrunner.store import Claimed
 
@@ -70,6 +71,15 @@ def final_state(
         delay_s = intervals[index] if intervals else 0.0
         return JobState.RETRYING, time.time() + delay_s
     return (JobState.DEAD if retries > 0 else JobState.FAILED), 0.0
+
+
+def kingtask_end(
+    claimed: Claimed, fields: Mapping[str, str | bytes], state: JobState
+) -> dict[str, str] | None:
+    """kingtask's result hash `r_<uuid>` for a script or rpc job's final end; else None."""
+    if not writes_result(claimed.job, state):
+        return None
+    return result_hash(claimed.job, fields, state=state, attempt=claimed.attempt)
 
 
 class WriteAbandoned(Exception):

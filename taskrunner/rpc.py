@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -22,7 +21,6 @@ from taskrunner.exec_result import ExecResult
 
 log = logging.getLogger("taskrunner.rpc")
 
-BODY_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -149,15 +147,11 @@ async def _request(session: aiohttp.ClientSession, spec: RpcSpec) -> _Answer:
 
 
 def _payload(spec: RpcSpec) -> dict[str, Any]:
-    """kingtask's `args`: a JSON body, or for a GET with a JSON object, query parameters."""
+    """kingtask's `args`: the request's body as given, for every method (a GET's too), typed
+    application/json, as kingtask's worker sends it (the-no/kingtask worker/worker.go)."""
     if not spec.body:
         return {}
-    if spec.method in BODY_METHODS:
-        return {"data": spec.body.encode(), "headers": JSON_HEADERS}
-    data = json.loads(spec.body)
-    if not isinstance(data, dict):
-        raise ValueError(f"args of a {spec.method} must be a JSON object (query parameters)")
-    return {"params": {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}}
+    return {"data": spec.body.encode(), "headers": JSON_HEADERS}
 
 
 async def _read_capped(stream: aiohttp.StreamReader, cap_bytes: int) -> tuple[bytes, bool]:

@@ -25,6 +25,7 @@ from taskrunner.config import Settings
 from taskrunner.errors import ConfigError, StoreRefusing, StoreUnavailable
 from taskrunner.guard import WATCHDOG, adopt_unmarked, reap_strays
 from taskrunner.ingress import Ingress
+from taskrunner.kingtask_ingress import KingtaskIngress
 from taskrunner.liveness import STOP_REDIS_S, Liveness
 from taskrunner.metrics import RunnerMetrics
 from taskrunner.reconnect import Outages, RedisRetry
@@ -107,6 +108,15 @@ class Runner:
             metrics=self.metrics,
             outages=outages,
         )
+        self.kingtask = KingtaskIngress(
+            settings,
+            store,
+            self.service,
+            runner_id=self.runner_id,
+            workers=self.workers,
+            metrics=self.metrics,
+            outages=outages,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -158,6 +168,8 @@ class Runner:
         if self.stop_requested.is_set():
             return  # stopped while Redis refused to serve: nothing was set up
         self._spawn(self.ingress.ingress_loop(), "ingress")
+        if self.settings.bin_path is not None:  # only a runner that can run scripts polls
+            self._spawn(self.kingtask.poll_loop(), "kingtask")
         self._spawn(self.workers.channel_loop(), "channels")
         self._spawn(self.workers.events_loop(), "events")
         self._spawn(self.liveness.heartbeat_loop(), "heartbeat")
@@ -233,6 +245,7 @@ class Runner:
         """Three logged phases: stop intake; wait for running jobs; kill and hand back the rest."""
         self.draining = True
         self.ingress.close()
+        self.kingtask.close()
         self.scheduler.close()
         self.workers.close()
         if self._kingtask_tcp is not None:
@@ -281,6 +294,7 @@ class Runner:
     async def close(self) -> None:
         """Idempotent teardown in reverse order of setup."""
         self.ingress.close()
+        self.kingtask.close()
         self._closing.set()
         self.workers.refresh.set()
         loops, self._loops = self._loops, []

@@ -20,9 +20,16 @@ from aiohttp import web
 
 from taskrunner.admission import accepted_id
 from taskrunner.api.common import JSON_UTF8, SERVICE, read_fields
-from taskrunner.errors import InvalidJob, JobNotFound, OutcomeUnknown, TaskRunnerError
+from taskrunner.errors import (
+    InvalidArgument,
+    InvalidJob,
+    OutcomeUnknown,
+    ResultNotExist,
+    TaskRunnerError,
+)
 from taskrunner.kingtask import rpc_job, script_job
-from taskrunner.models import RPC, JobState
+from taskrunner.kingtask_result import result_message
+from taskrunner.models import JobState
 from taskrunner.validation import JOB_ID_RE
 
 PREFIXES = ("/api/v1/task", "/api/task")
@@ -31,7 +38,13 @@ ROUTES_HINT = (
     "POST {p}/script, POST {p}/rpc, GET {p}/result/{{uuid}}, GET {p}/count/undo,"
     " GET {p}/result/success/{{YYYY-MM-DD}}, GET {p}/result/failure/{{YYYY-MM-DD}}"
 ).format(p=PREFIXES[0])
-NOT_FINISHED = {"is_result_exist": 0, "is_success": 0, "message": ""}
+# kingtask's own texts for these errors (the-no/kingtask core/errors/errors.go)
+UPSTREAM_TEXTS: tuple[tuple[type[TaskRunnerError], str], ...] = (
+    (InvalidArgument, "invalid argument"),
+    (ResultNotExist, "result not exist"),
+)
+DETAIL_HEADER = "X-Taskrunner-Detail"  # what was wrong and what to do, beside kingtask's text
+FINAL_STATES = frozenset(s.value for s in JobState if s.is_final)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,10 +85,17 @@ def error_response(status: int, message: str) -> web.Response:
 
 def exception_response(status: int, exc: TaskRunnerError) -> web.Response:
     """A taskrunner error in kingtask's shape; a push whose outcome is unknown is 503, not a
-    refusal's 403: the client should try again."""
+    refusal's 403: the client should try again. Where kingtask answers a fixed text
+    ("invalid argument", "result not exist"), that text, the detail in DETAIL_HEADER."""
     if isinstance(exc, OutcomeUnknown):
         return json_value(str(exc), status=status)
-    return error_response(status, str(exc))
+    upstream = next((text for kind, text in UPSTREAM_TEXTS if isinstance(exc, kind)), None)
+    if upstream is None:
+        return error_response(status, str(exc))
+    response = json_value(upstream, status=403)
+    detail = str(exc).encode("ascii", "backslashreplace").decode("ascii")
+    response.headers[DETAIL_HEADER] = " ".join(detail.split())[:1000]
+    return response
 
 
 # -- submitting -------------------------------------------------------------------------
@@ -104,37 +124,27 @@ async def submit_rpc(request: web.Request) -> web.Response:
 
 
 async def result(request: web.Request) -> web.Response:
+    """kingtask's result: 200 once the job ended; until then, and for a uuid never seen or
+    expired, 403 "result not exist", as kingtask answers while `r_<uuid>` is not written."""
     job_id = request.match_info.get("uuid") or request.query.get("uuid", "")
+    if not job_id:
+        raise InvalidArgument("no uuid: ask GET /api/v1/task/result/{uuid}")
     record = None
     if JOB_ID_RE.match(job_id):
         record = await request.app[SERVICE].find_job(job_id)
     if record is None:
-        raise JobNotFound(
-            f"result not exist: no job {job_id[:200]!r} (a wrong uuid, or its result expired)"
+        raise ResultNotExist(f"no job {job_id[:200]!r}: a wrong uuid, or its result expired")
+    if record.get("state", "") not in FINAL_STATES:
+        raise ResultNotExist(
+            f"job {job_id} is {record.get('state')!r}: ask again until it has ended"
         )
     return json_value(result_reply(record))
 
 
 def result_reply(record: dict[str, str]) -> dict[str, Any]:
-    """kingtask's result object for a job record; `is_result_exist` 0 until it is final."""
-    state = record.get("state", "")
-    if state not in {s.value for s in JobState if s.is_final}:
-        return dict(NOT_FINISHED)
-    ok = state == JobState.SUCCEEDED
-    return {"is_result_exist": 1, "is_success": int(ok), "message": _message(record, ok=ok)}
-
-
-def _message(record: dict[str, str], *, ok: bool) -> str:
-    """stdout on success; else stderr, an rpc answer's body, or the error text (in that order).
-    Trailing newlines are dropped, as kingtask did."""
-    if ok:
-        return record.get("stdout", "").rstrip("\n")
-    answered = record.get("kind") == RPC and record.get("http_status")
-    candidates = (record.get("stderr"), record.get("stdout") if answered else None)
-    for text in (*candidates, record.get("error"), record.get("state")):
-        if text and text.strip():
-            return text.rstrip("\n")
-    return ""
+    """kingtask's result object for a final job's record."""
+    ok = record.get("state") == JobState.SUCCEEDED
+    return {"is_result_exist": 1, "is_success": int(ok), "message": result_message(record, ok=ok)}
 
 
 async def count_undo(request: web.Request) -> web.Response:

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from taskrunner.admission import accepted_id
 from taskrunner.aio import cancel_and_wait
-from taskrunner.api.kingtask import NOT_FINISHED, result_reply
+from taskrunner.api.kingtask import FINAL_STATES, result_reply
 from taskrunner.config import Settings
 from taskrunner.errors import ConfigError, InvalidJob, ProtocolError, TaskRunnerError
 from taskrunner.kingtask import task_request_job
@@ -50,6 +50,9 @@ GO_ESCAPES: Final = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 GO_ESCAPES_EXTRA: Final = {"\u2028": "\\u2028", "\u2029": "\\u2029"}
 _OUTSIDE_STRING = re.compile(rb'["{}\[\]]')
 _INSIDE_STRING = re.compile(rb'["\\]')
+
+# upstream broker.go's answer while `r_<uuid>` is not written (running, unknown or expired)
+NOT_FINISHED: Final = {"is_result_exist": 0, "is_success": 0, "message": ""}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,7 +343,9 @@ class KingtaskTcpServer:
         except TimeoutError:
             wait_s = self.limits.reply_timeout_s
             return error_reply(f"Redis did not answer within {wait_s:g} s: ask again")
-        return go_json(NOT_FINISHED if record is None else result_reply(record))
+        if record is None or record.get("state", "") not in FINAL_STATES:
+            return go_json(NOT_FINISHED)
+        return go_json(result_reply(record))
 
 
 async def start_kingtask_tcp(settings: Settings, service: Service) -> KingtaskTcpServer | None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from taskrunner.store.adopt import DEAD, MOVED, AdoptOps
 from taskrunner.store.base import REQUEST_CONNECTIONS, Subscription
 from taskrunner.store.channels import ChannelOps
-from taskrunner.store.dead import DeadOps
 from taskrunner.store.errors import translates_errors
 from taskrunner.store.keys import Keys, Notice
+from taskrunner.store.kingtask import KingtaskOps
 from taskrunner.store.liveness import LivenessOps
 from taskrunner.store.queue import QueueOps
 from taskrunner.store.records import (
@@ -49,6 +49,6 @@ __all__ = [
 
 
 @translates_errors
-class Store(ChannelOps, AdoptOps, QueueOps, LivenessOps, DeadOps):
+class Store(ChannelOps, AdoptOps, QueueOps, LivenessOps, KingtaskOps):
     """Typed operations on taskrunner's Redis data. Owns its connection pool, a connection for
     the heartbeat alone, and the stores made by `for_requests` (closed with it)."""

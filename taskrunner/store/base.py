@@ -42,7 +42,7 @@ COALESCE_MAX: Final = 500  # enqueues sent in one pipeline at most
 SCRIPTS: Final = (
     "enqueue", "claim", "finish", "hand_back", "promote", "dead_letter", "heartbeat", "cancel",
     "retry_dead", "drop_dead", "dead_letter_take", "delete_channel", "take_batch", "summary",
-    "defer", "adopt", "adopt_dead",
+    "defer", "adopt", "adopt_dead", "kingtask_claim", "kingtask_restore", "kingtask_result",
 )  # fmt: skip
 DEFAULT_KEYS: Final = Keys()  # prefix 'task'
 # One Lua script call: (script name, keys, args).

@@ -41,16 +41,25 @@ class DeadOps(ReadOps):
     """Store operations on dead letters and dead jobs (see the module)."""
 
     async def dead_letter(
-        self, *, raw: bytes, reason: str, runner_id: str, source: str, cap: int
+        self,
+        *,
+        raw: bytes,
+        reason: str,
+        runner_id: str,
+        source: str,
+        cap: int,
+        inflight: tuple[str, bytes] | None = None,
     ) -> int:
         """Keep a refused message with its reason (`letter_entry`); returns the running
-        dead-letter count."""
+        dead-letter count. `inflight`: the list and member to drop instead of `raw` in the
+        prepare queue's in-flight list."""
         k = self.keys
+        inflight_key, member = inflight or (k.prepare_inflight(runner_id), raw)
         return int(
             await self._run(
                 "dead_letter",
-                [k.prepare_inflight(runner_id), k.dead_letters, k.stats],
-                [raw, letter_entry(raw, reason, source), cap, k.dead_letter_events],
+                [inflight_key, k.dead_letters, k.stats],
+                [member, letter_entry(raw, reason, source), cap, k.dead_letter_events],
             )
         )
 

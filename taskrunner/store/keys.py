@@ -79,6 +79,27 @@ class Keys:
     def daily(self, date: str) -> str:
         return f"{self.prefix}:daily:{date}"
 
+    def kingtask_inflight(self, runner_id: str) -> str:
+        """kingtask requests a runner claimed and has not admitted yet (their uuids)."""
+        return f"{self.prefix}:kingtask:inflight:{runner_id}"
+
+    # kingtask's own keys, named as upstream names them (no prefix: its producers and readers
+    # use them as they are; config/const.go of linlams/kingtask and the-no/kingtask)
+    @property
+    def kingtask_requests(self) -> str:
+        return "request_uuid_set"
+
+    @property
+    def kingtask_request_prefix(self) -> str:
+        return "t_"
+
+    def kingtask_result(self, uuid: str) -> str:
+        return f"r_{uuid}"
+
+    def kingtask_daily(self, succeeded: bool, date: str) -> str:
+        """the-no/kingtask's daily counters: `success_task_count:2006-01-02`, `fail_...`."""
+        return f"{'success' if succeeded else 'fail'}_task_count:{date}"
+
     # pub/sub channels
     @property
     def wake_events(self) -> str:

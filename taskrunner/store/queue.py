@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from taskrunner.models import Job, JobState
 from taskrunner.store.base import ScriptCall, StoreBase
+from taskrunner.store.kingtask import kingtask_result_call
 from taskrunner.store.records import (
     CLAIM_FIELDS,
     DEAD_LETTER_RAW_BYTES,
@@ -140,9 +141,11 @@ class QueueOps(StoreBase):
         result_ttl_s: int,
         due_at: float = 0.0,
         claim_next: int = 0,
+        kingtask: Mapping[str, str] | None = None,
     ) -> tuple[bool, list[Claimed]]:
         """Record an attempt's end, and claim up to `claim_next` jobs of the same channel in the
-        same round trip. The bool is False if this runner no longer owned the attempt."""
+        same round trip; `kingtask`: a final kingtask job's `r_` fields, written in it too. The
+        bool is False if this runner no longer owned the attempt."""
         k, job = self.keys, claimed.job
         fields = [item for pair in result.items() for item in pair]
         calls: list[ScriptCall] = [
@@ -160,6 +163,11 @@ class QueueOps(StoreBase):
             ],
             )
         ]  # fmt: skip
+        if kingtask is not None:
+            calls.append(kingtask_result_call(
+                k, job.id, runner_id=runner_id, attempt=claimed.attempt, state=state.value,
+                fields=kingtask, keep_s=result_ttl_s,
+            ))  # fmt: skip
         if claim_next > 0:
             calls.append(self._claim_call(job.channel, claim_next, runner_id))
         replies: list[Any] = await asyncio.gather(
@@ -168,7 +176,7 @@ class QueueOps(StoreBase):
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply
-        return bool(replies[0]), claimed_jobs(replies[1]) if claim_next > 0 else []
+        return bool(replies[0]), claimed_jobs(replies[-1]) if claim_next > 0 else []
 
     async def hand_back(
         self,
@@ -220,16 +228,10 @@ class QueueOps(StoreBase):
         k, ch = self.keys, text(channel)
         state = await self._run(
             "cancel",
-            [
-                k.job(job_id),
-                k.queue(ch),
-                k.scheduled(ch),
-                k.distinct(ch),
-                k.daily(time.strftime("%Y-%m-%d")),
-                k.recent(ch),
-            ],
+            [k.job(job_id), k.queue(ch), k.scheduled(ch), k.distinct(ch),
+             k.daily(time.strftime("%Y-%m-%d")), k.recent(ch)],
             [job_id, max(1, result_ttl_s), k.job_events, k.cancel_events, RECENT_CAP],
-        )
+        )  # fmt: skip
         return text(state)
 
     async def promote_due(self, channel: str, *, limit: int = 1000) -> tuple[int, float | None]:
