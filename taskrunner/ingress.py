@@ -3,9 +3,11 @@ channels' queues; those that cannot be routed are dead-lettered."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import TypeVar
 
 from taskrunner.admission import Refused
 from taskrunner.config import Settings
@@ -28,9 +30,12 @@ INGRESS_BATCH = 100  # messages routed per round trip under load
 ROUTE_SLICE_S = 0.02
 
 
-class Ingress:
-    """Takes from the prepare queue until `close()`. A message taken is in this runner's
-    in-flight list until routed: a reply lost on the way is routed again, not lost."""
+IntakeT = TypeVar("IntakeT", bound="Intake")
+
+
+class Intake:
+    """What a loop that turns messages into jobs works with: the ingress below and kingtask's
+    Redis ingress (kingtask_ingress)."""
 
     def __init__(
         self,
@@ -50,18 +55,35 @@ class Ingress:
         self.workers = workers
         self.metrics = metrics
         self._outages = outages
-        self._intake_open = True
+        self._closed = asyncio.Event()
+
+    def alongside(self, kind: type[IntakeT]) -> IntakeT:
+        """Another intake that works with this one's runner parts."""
+        return kind(
+            self.settings,
+            self.store,
+            self.service,
+            runner_id=self.runner_id,
+            workers=self.workers,
+            metrics=self.metrics,
+            outages=self._outages,
+        )
 
     def close(self) -> None:
-        """Take no more messages (those taken are still routed)."""
-        self._intake_open = False
+        """Take no more (what is taken is still made into jobs)."""
+        self._closed.set()
+
+
+class Ingress(Intake):
+    """Takes from the prepare queue until `close()`. A message taken is in this runner's
+    in-flight list until routed: a reply lost on the way is routed again, not lost."""
 
     async def ingress_loop(self) -> None:
         if not self.settings.task_mode:
             log.info("--no-task-mode: routing jobs but running none")
         backoff = RedisRetry("take from the prepare queue")
         resync = False
-        while self._intake_open:
+        while not self._closed.is_set():
             try:
                 if resync:  # a reply may have been lost: route what we hold before taking more
                     await self.route_many(await self.store.inflight_messages(self.runner_id))

@@ -8,53 +8,24 @@ set by the others' recovery; one that cannot become a job is dead-lettered with 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping
 
 from taskrunner.admission import Refused
 from taskrunner.aio import wait_event
-from taskrunner.config import Settings
 from taskrunner.errors import InvalidChannel, InvalidJob, StoreError, StoreUnavailable
+from taskrunner.ingress import Intake
 from taskrunner.kingtask_requests import request_job
-from taskrunner.metrics import RunnerMetrics
-from taskrunner.reconnect import Outages, RedisRetry
-from taskrunner.service import Service
-from taskrunner.store import Store
-from taskrunner.workers import ChannelWorkers
+from taskrunner.reconnect import RedisRetry
 
 log = logging.getLogger("taskrunner.kingtask")
 
 POLL_S = 1.0  # an idle poll's pause, as kingtask's worker sleeps a second when none waits
 
 
-class KingtaskIngress:
+class KingtaskIngress(Intake):
     """Polls `request_uuid_set` until `close()` (runners with --bin-path only)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        service: Service,
-        *,
-        runner_id: str,
-        workers: ChannelWorkers,
-        metrics: RunnerMetrics,
-        outages: Outages,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.service = service
-        self.runner_id = runner_id
-        self.workers = workers
-        self.metrics = metrics
-        self._outages = outages
-        self._closed = asyncio.Event()
-
-    def close(self) -> None:
-        """Claim no more requests (one being admitted is finished)."""
-        self._closed.set()
 
     async def poll_loop(self) -> None:
         backoff = RedisRetry("poll kingtask's request_uuid_set")

@@ -108,15 +108,7 @@ class Runner:
             metrics=self.metrics,
             outages=outages,
         )
-        self.kingtask = KingtaskIngress(
-            settings,
-            store,
-            self.service,
-            runner_id=self.runner_id,
-            workers=self.workers,
-            metrics=self.metrics,
-            outages=outages,
-        )
+        self.kingtask = self.ingress.alongside(KingtaskIngress)
 
     # -- lifecycle ------------------------------------------------------------------------
 
