@@ -91,7 +91,7 @@ BAD_MESSAGES = [
     (b'{"task": "date", "ts": "yesterday"}', '"ts" must be a number'),
     (b'{"task": "date", "args": "nope"}', '"args" must be a JSON list'),
     (b'{"task": "date", "chan": 7}', "must be a string"),
-    (b'{"task": "date", "chan": "no such"}', "invalid channel name"),
+    (b'{"task": "date", "chan": "tab\\there"}', "invalid channel name"),
     (b'{"task": "date", "chan": "nochannel"}', "unknown channel 'nochannel'"),
     (b'{"task": "echo \'unbalanced"}', "cannot be split"),
 ]
