@@ -90,6 +90,24 @@ def validate_channel_name(name: str) -> str:
     return name
 
 
+def parse_job_id(value: Any) -> str | None:
+    """A producer's job id: a string of JOB_ID_RE, or a whole number (`42`, `0`) as its digits;
+    None when absent or empty (the job gets a new id). InvalidJob for anything else."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidJob(f'"id" must be a string or a whole number, got {brief(value)}')
+    if not JOB_ID_RE.match(value):
+        raise InvalidJob(
+            f'"id" {brief(value)} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -'
+        )
+    return value
+
+
 def parse_intervals(value: Any, name: str = "retry_intervals") -> tuple[float, ...]:
     """`"60 600 3600"` or `[60, 600, 3600]` -> (60.0, 600.0, 3600.0); errors name `name`."""
     if value is None or value == "":

@@ -103,6 +103,18 @@ async def test_create_job_with_every_field_and_chan_alias(runners: RunnerHarness
     assert (await wait_job(runner, view["id"]))["state"] == "succeeded"
 
 
+async def test_a_numeric_id_is_taken_as_its_digits(runners: RunnerHarness) -> None:
+    runner = await runners.start()
+    status, view = await http(runner, "POST", "/api/jobs", json={"task": "true", "id": 42})
+    assert status == 201 and view["id"] == "42", view
+    status, view = await http(runner, "POST", "/api/jobs", json={"task": "true", "id": 0})
+    assert status == 201 and view["id"] == "0", view
+    status, view = await http(runner, "POST", "/api/jobs", json={"task": "true", "id": 0.5})
+    assert (
+        status == 400 and '"id" must be a string or a whole number' in view["error"]["message"]
+    ), view
+
+
 async def test_json_out_keeps_unicode_unescaped(runners: RunnerHarness) -> None:
     runner = await runners.start()
     async with (

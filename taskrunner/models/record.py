@@ -165,6 +165,7 @@ class JobCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 description="Caller-chosen id (idempotency key); default a new UUID.",
             ),
         ]
+        | Annotated[int, Meta(description='A whole number is taken as its digits (42: "42").')]
         | UnsetType
     ) = UNSET
     run_at: (
