@@ -64,6 +64,13 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     help="Channel for jobs that name none.",
 )
 @env_option(
+    "--default-channels/--no-default-channels",
+    default=True,
+    show_default=True,
+    help="Create biz and cron at start when missing, as TaskRunner does (off: channels you"
+    " deleted stay deleted). The --channel-default channel is always created when missing.",
+)
+@env_option(
     "--http-addr", default="127.0.0.1:60001", show_default=True, help="HTTP listen HOST:PORT."
 )
 @env_option(
@@ -187,6 +194,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
         embedded_redis_port=opts["embedded_redis_port"],
         concurrent=opts["concurrent"],
         channel_default=opts["channel_default"],
+        default_channels=opts["default_channels"],
         http_addr=opts["http_addr"],
         http_read_timeout_s=opts["http_read_timeout"],
         http_max_connections=opts["http_max_connections"],
