@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import click
 import uvloop
 
 from taskrunner import logs, memory
+from taskrunner.cli.flags import Command
 from taskrunner.cli.options import (
     EXIT_RUNTIME_FAILURE,
     EXIT_USAGE,
@@ -42,7 +42,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     return value
 
 
-@click.command()
+@click.command(cls=Command)
 @env_option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
             callback=_load_config, help="TOML file with any of these options (flags and env win).")  # fmt: skip
 @redis_options
@@ -98,8 +98,12 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     show_default=True,
     help="Run jobs (off: route and serve HTTP only).",
 )
-@env_option("--colorful-tty", is_flag=True, help="Colour the log on a terminal.")
-@env_option("--shell", is_flag=True, help="Run each task with /bin/sh -c instead of splitting it.")
+@env_option("--colorful-tty/--no-colorful-tty", default=False, help="Colour the log on a terminal.")
+@env_option(
+    "--shell/--no-shell",
+    default=False,
+    help="Run each task with /bin/sh -c instead of splitting it.",
+)
 @env_option(
     "--bin-path",
     type=click.Path(file_okay=False, exists=True),
@@ -147,7 +151,9 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     help="Require 'Authorization: Bearer TOKEN' on HTTP (not /healthz).",
 )
 @env_option(
-    "--insecure", is_flag=True, help="Allow a non-loopback --http-addr without --auth-token."
+    "--insecure/--no-insecure",
+    default=False,
+    help="Allow a non-loopback --http-addr without --auth-token.",
 )
 @env_option(
     "--allow",
@@ -158,12 +164,19 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     " the variable takes patterns separated by spaces. Default: any program"
     " (docs/SECURITY.md).",
 )
-@env_option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@env_option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as JSON objects one a line.",
+)
 @env_option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+    help="Log lines of this level and above.",
 )
 def run(**opts: Any) -> None:
     """Run the task runner until SIGUSR2/TERM/INT/HUP, then drain and exit 0."""
@@ -262,34 +275,3 @@ async def _serve_async(settings: Settings, url: str) -> int:
         await runner.store.close()
     log.info("taskrunner stopped%s", " after an internal failure" if runner.failed else "")
     return EXIT_RUNTIME_FAILURE if runner.failed else 0
-
-
-GO_BOOL_FLAGS = {
-    "task-mode": ("--task-mode", "--no-task-mode"),
-    "colorful-tty": ("--colorful-tty", None),
-}
-
-
-def go_style_args(args: Sequence[str]) -> list[str]:
-    """Accept Go's single-dash long flags (`-redis-host x`, `-task-mode=false`)."""
-    long_names = {
-        name[2:]
-        for param in run.params
-        for name in (*param.opts, *param.secondary_opts)
-        if name.startswith("--")
-    }
-    out = []
-    for arg in args:
-        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
-            name, sep, value = arg[1:].partition("=")
-            if name in GO_BOOL_FLAGS and sep:
-                on, off = GO_BOOL_FLAGS[name]
-                flag = on if value.lower() in ("1", "t", "true") else off
-                if flag is not None:
-                    out.append(flag)
-                continue
-            if name in long_names:
-                out.append(f"--{name}{sep}{value}")
-                continue
-        out.append(arg)
-    return out
