@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from taskrunner.errors import InvalidChannel, InvalidJob
 from taskrunner.parsing import parse_message
-from taskrunner.validation import CHANNEL_NAME_RE, MAX_SECONDS
+from taskrunner.validation import CHANNEL_NAME_REFUSED, MAX_CHANNEL_NAME_BYTES, MAX_SECONDS
 
 ID_SLOT = "\x00id-slot\x00"  # replaced by a unique job id when the message is built
 SAFE_TASKS = (
@@ -35,7 +35,15 @@ SAFE_TASKS = (
 # creates channels only as `httpq-*`).
 UNKNOWN_CHANNELS = st.from_regex(r"nochan-[a-z0-9]{1,12}", fullmatch=True)
 HTTP_CHANNELS = st.from_regex(r"httpq-[a-z0-9]{1,12}", fullmatch=True)
-INVALID_NAMES = st.text(max_size=80).filter(lambda s: not CHANNEL_NAME_RE.match(s))
+# Invalid: a refused character somewhere (lone surrogates aside: JSON cannot carry them), or too long
+REFUSED_CHARS = st.sampled_from(
+    [chr(c) for lo, hi, _ in CHANNEL_NAME_REFUSED if lo < 0xD800 for c in range(lo, hi + 1)]
+)
+INVALID_NAMES = (
+    st.just("")
+    | st.tuples(st.text(max_size=30), REFUSED_CHARS, st.text(max_size=30)).map("".join)
+    | st.text(min_size=MAX_CHANNEL_NAME_BYTES + 1, max_size=MAX_CHANNEL_NAME_BYTES + 20)
+)
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 JSON_VALUES = st.recursive(

@@ -29,6 +29,7 @@ class Settings:
     embedded_redis_port: int = 6399
     concurrent: int = 5
     channel_default: str = "default"
+    default_channels: bool = True  # also ensure biz and cron at start (the default one always)
     http_addr: str = "127.0.0.1:60001"
     http_read_timeout_s: float = 15.0  # headers, then the body, must arrive within this
     http_max_connections: int = 0  # 0: a quarter of `ulimit -n`, 16 to 1024

@@ -13,7 +13,6 @@ from taskrunner.errors import InvalidJob
 from taskrunner.models.job import Job
 from taskrunner.shellwords import split_command
 from taskrunner.validation import (
-    JOB_ID_RE,
     MAX_DEDUP_KEY_CHARS,
     MAX_NOTE_CHARS,
     MAX_SECONDS,
@@ -23,6 +22,7 @@ from taskrunner.validation import (
     check_text,
     load_json,
     parse_intervals,
+    parse_job_id,
     parse_number,
     parse_optional_count,
     parse_seconds,
@@ -79,9 +79,7 @@ def job_from_fields(
     if not isinstance(channel, str):
         raise InvalidJob(f'"chan"/"channel" must be a string, got {type(channel).__name__}')
     validate_channel_name(channel)
-    job_id = fields.get("id") or str(uuid.uuid4())
-    if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
-        raise InvalidJob(f'"id" {job_id!r} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -')
+    job_id = parse_job_id(fields.get("id")) or str(uuid.uuid4())
     intervals = parse_intervals(fields.get("retry_intervals"))
     retries = parse_optional_count(fields.get("retries"), "retries")
     if retries is None and intervals:

@@ -363,6 +363,7 @@ def _service_settings(settings: Settings, runner_id: str) -> ServiceSettings:
         shell=settings.shell,
         bin_path=settings.bin_path,
         restores_default_channels=True,
+        default_channels=settings.default_channels,
     )
 
 

@@ -83,6 +83,9 @@ class ServiceSettings:
     # a runner's: a push to a default channel found gone (Redis lost its data) ensures them
     # again; the CLI and the client never create channels by themselves
     restores_default_channels: bool = False
+    # the runner's --default-channels: biz and cron are default channels too (False: only the
+    # default one is, and biz or cron an operator deleted stay deleted)
+    default_channels: bool = True
 
 
 # Told of a channel this process just changed, so its own next request sees the change.
@@ -300,17 +303,16 @@ class Service(DeadItems, ServiceReads):
 
     @property
     def default_channel_names(self) -> tuple[str, ...]:
-        """The channels ensured at start: the default one, and biz and cron where none exist."""
-        return tuple(dict.fromkeys((self.settings.default_channel, *DEFAULT_CHANNELS)))
+        """The channels ensured at start: the default one, and biz and cron unless the runner
+        runs with --no-default-channels."""
+        extra = DEFAULT_CHANNELS if self.settings.default_channels else ()
+        return tuple(dict.fromkeys((self.settings.default_channel, *extra)))
 
     async def ensure_default_channels(self) -> None:
-        """Upstream's first start: default, biz and cron with distinct=true. Also called when
+        """As upstream on every start (channel.go): create those of the default channels that
+        are missing, with distinct=true; existing ones are left as they are. Also called when
         the default channel is found gone (a Redis that lost its data: CONTRACT section 4)."""
-        existing = await self.store.load_channels()
-        wanted = [self.settings.default_channel]
-        if not existing:
-            wanted = list(self.default_channel_names)
-        configs = [self.channel_config(name, distinct=True) for name in wanted]
+        configs = [self.channel_config(name, distinct=True) for name in self.default_channel_names]
         for name in await self.store.create_channels(configs):
             log.info(
                 "channel %s created (default, distinct, %d workers)", name, configs[0].worker_count

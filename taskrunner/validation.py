@@ -16,8 +16,30 @@ from typing import Any
 
 from taskrunner.errors import InvalidChannel, InvalidJob
 
+# The channel name rule, stated once: 1 to MAX_CHANNEL_NAME_BYTES bytes of UTF-8 with none of
+# these characters (upstream took any non-empty name). Each range: (first, last, what it is).
+# The check, its message and the OpenAPI pattern (`channel_name_schema_pattern`) derive from it.
+MAX_CHANNEL_NAME_BYTES = 200
+CHANNEL_NAME_REFUSED: tuple[tuple[int, int, str], ...] = (
+    (0x00, 0x1F, "control characters"),
+    (0x7F, 0x9F, "control characters"),
+    (0x2028, 0x2029, "line and paragraph separators"),
+    (0x202A, 0x202E, "bidi embeddings and overrides"),
+    (0x2066, 0x2069, "bidi isolates"),
+    (0xD800, 0xDFFF, "lone surrogates"),  # not UTF-8 at all; JSON text cannot carry them
+)
+CHANNEL_NAME_RULE = (
+    f"a channel name is 1 to {MAX_CHANNEL_NAME_BYTES} bytes of UTF-8 text without control"
+    " characters, line separators or bidi controls (spaces and any script are fine)"
+)
+
+
+def _refused_class(ranges: Sequence[tuple[int, int, str]]) -> str:
+    return "".join(f"\\u{lo:04x}-\\u{hi:04x}" for lo, hi, _ in ranges)
+
+
 # \Z, not $: `$` also matches before a trailing newline, which would let "biz\n" through.
-CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+CHANNEL_NAME_RE = re.compile(f"^[^{_refused_class(CHANNEL_NAME_REFUSED)}]+\\Z")
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 MAX_ARGS = 1024
 MAX_DEDUP_KEY_CHARS = 1024
@@ -36,13 +58,54 @@ class Limits:
     max_args_chars: int = 64 * 1024  # all of `args` together
 
 
+def channel_name_schema_pattern() -> str:
+    """CHANNEL_NAME_RE as a JSON Schema (ECMA-262) pattern. Lone surrogates are left out of
+    it: JSON text cannot carry one, and in a pattern they would split the pairs of an emoji."""
+    ranges = [r for r in CHANNEL_NAME_REFUSED if r[0] < 0xD800]
+    return f"^[^{_refused_class(ranges)}]+$"
+
+
+def channel_name_problem(name: object) -> str | None:
+    """Why `name` is not a valid channel name, or None when it is one."""
+    if not isinstance(name, str):
+        return f"it is a {type(name).__name__}, not a string"
+    if not name:
+        return "it is empty"
+    if not CHANNEL_NAME_RE.match(name):
+        for lo, hi, what in CHANNEL_NAME_REFUSED:
+            bad = next((c for c in name if lo <= ord(c) <= hi), None)
+            if bad is not None:
+                return f"it contains U+{ord(bad):04X} ({what} are not allowed)"
+    size = len(name.encode("utf-8"))
+    if size > MAX_CHANNEL_NAME_BYTES:
+        return f"it is {size} bytes of UTF-8, over the limit of {MAX_CHANNEL_NAME_BYTES}"
+    return None
+
+
 def validate_channel_name(name: str) -> str:
     """Return `name` if it is a valid channel name, else raise InvalidChannel saying why."""
-    if not isinstance(name, str) or not CHANNEL_NAME_RE.match(name):
-        raise InvalidChannel(
-            f"invalid channel name {name!r}: use 1-64 characters of A-Z a-z 0-9 _ . : -"
-        )
+    problem = channel_name_problem(name)
+    if problem is not None:
+        raise InvalidChannel(f"invalid channel name {brief(name)}: {problem}; {CHANNEL_NAME_RULE}")
     return name
+
+
+def parse_job_id(value: Any) -> str | None:
+    """A producer's job id: a string of JOB_ID_RE, or a whole number (`42`, `0`) as its digits;
+    None when absent or empty (the job gets a new id). InvalidJob for anything else."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidJob(f'"id" must be a string or a whole number, got {brief(value)}')
+    if not JOB_ID_RE.match(value):
+        raise InvalidJob(
+            f'"id" {brief(value)} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -'
+        )
+    return value
 
 
 def parse_intervals(value: Any, name: str = "retry_intervals") -> tuple[float, ...]:

@@ -19,7 +19,7 @@ from taskrunner.models import ChannelConfig
 from taskrunner.reconnect import Outages, RedisRetry
 from taskrunner.rpc import new_session
 from taskrunner.scheduler import Scheduler
-from taskrunner.store import Store
+from taskrunner.store import Store, schedule_notice
 
 # The runner's loops log under the runner's name, as they did when they lived in runner.py.
 log = logging.getLogger("taskrunner.runner")
@@ -176,7 +176,7 @@ class ChannelWorkers(Mapping[str, ChannelWorker]):
             worker.expect_cancel(job_id)  # its claim may still be on the way to us
 
     def _on_schedule(self, payload: str) -> None:
-        _, _, due_ms = payload.partition(" ")
+        _, due_ms = schedule_notice(payload)
         with contextlib.suppress(ValueError):
             self.scheduler.kick(int(due_ms) / 1000)
 

@@ -127,7 +127,33 @@ async def test_upstream_channel_layout_loads(runners: RunnerHarness, redis: aior
     )
     runner = await runners.start()
     assert runner.workers["legacy"].config.worker_count == 3
-    assert sorted(runner.workers) == ["default", "legacy"]  # not a first start: no biz/cron
+    assert sorted(runner.workers) == ["biz", "cron", "default", "legacy"]
+
+
+async def test_default_biz_and_cron_are_ensured_on_every_start_when_missing(
+    runners: RunnerHarness, redis: aioredis.Redis
+) -> None:
+    """As upstream (channel.go) does on each start, not only when the hash is empty."""
+    await redis.hset("task:channels", "default", '{"name":"default","worker_count":2}')
+    await redis.hset("task:channels", "mail", '{"name":"mail","worker_count":1}')
+    runner = await runners.start()
+    assert sorted(runner.workers) == ["biz", "cron", "default", "mail"]
+    stored = json.loads(await redis.hget("task:channels", "biz") or b"{}")
+    assert stored["distinct"] is True and stored["worker_count"] == runner.settings.concurrent
+    assert runner.workers["default"].config.worker_count == 2  # an existing one is kept as is
+
+
+async def test_no_default_channels_keeps_biz_and_cron_deleted(
+    runners: RunnerHarness, redis: aioredis.Redis
+) -> None:
+    """`--no-default-channels`: an operator deleted biz and cron on purpose; `default` is
+    still ensured (jobs that name no channel go there)."""
+    await redis.hset("task:channels", "mail", '{"name":"mail","worker_count":1}')
+    runner = await runners.start(default_channels=False)
+    assert sorted(runner.workers) == ["default", "mail"]
+    status, body = await http(runner, "POST", "/push", data={"task": "true", "channel": "biz"})
+    assert status == 404 and "does not exist" in body["message"], body
+    assert await redis.hexists("task:channels", "biz") == 0
 
 
 async def test_timeout_kills_the_whole_group(runners: RunnerHarness, tmp_path: Path) -> None:

@@ -316,3 +316,20 @@ async def test_push_note_is_shown_in_the_job_table_and_json(
     assert (job["id"], job["note"]) == (job_id, "nightly, by ops")
     too_long = await cli(redis_url, "push", "true", "--note", "n" * 1001)
     assert too_long.code != 0 and '"note" must be a string of at most 1000' in too_long.error()
+
+
+async def test_unicode_and_spaced_channel_names_from_the_command_line(
+    runners: RunnerHarness, redis_url: str
+) -> None:
+    """Channel names as upstream took them (issue 14): create, push, list and show."""
+    runner = await runners.start()
+    for name in ("报表", "my chan"):
+        assert (await cli(redis_url, "queue", "create", name, "--worker", "1")).code == 0
+        pushed = await cli(redis_url, "push", "true", "-c", name, "--json")
+        await wait_state(runner.store, pushed.json()["id"], "succeeded")
+    listed = {c["name"] for c in (await cli(redis_url, "queue", "list", "--json")).json()}
+    assert {"报表", "my chan"} <= listed
+    table = await cli(redis_url, "queue", "list")
+    assert "报表" in table.out and "my chan" in table.out
+    bad = await cli(redis_url, "queue", "create", "tab\there")
+    assert bad.code == 2 and "U+0009" in bad.error()

@@ -154,7 +154,7 @@ async def test_bad_input_and_unknown_ids(runners: RunnerHarness, redis_url: str)
         with pytest.raises(InvalidChannel, match="create it first"):
             await client.push("true", channel="nope")
         with pytest.raises(InvalidChannel, match="invalid channel name"):
-            await client.push("true", channel="no spaces")
+            await client.push("true", channel="no\nnewlines")
         for call in (client.get, client.wait, client.cancel):
             with pytest.raises(JobNotFound, match="no job 'missing'"):
                 await call("missing")

@@ -105,7 +105,6 @@ async def test_a_switch_over_runs_every_queued_command_once_in_order(
     assert await runner.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="needs the UTF-8 channel names of issue 14")
 async def test_a_switch_over_runs_the_commands_of_a_channel_with_a_unicode_name(
     processes: Runners, redis: aioredis.Redis, tmp_path: Path
 ) -> None:

@@ -302,6 +302,25 @@ async def read_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[s
             name, data = "message", ""
 
 
+async def test_page_shows_a_unicode_channel_and_pushes_to_it(
+    page: Page, runners: RunnerHarness
+) -> None:
+    """Channel names as upstream took them (issue 14): unicode, spaces and quotes."""
+    runner = await runners.start()
+    name = '报表 "q"'
+    status, _ = await http(runner, "POST", "/api/channels", json={"name": name})
+    assert status == 201
+    await submit(runner, task="sleep 30", channel=name, run_at=time.time() + 3600)
+
+    await open_dashboard(page, runner)
+    names = await page.locator("#channels tbody td.chan").all_text_contents()
+    assert name in names, names
+    row = page.locator("#channels tbody tr").filter(has_text=name)
+    cells = await row.locator("td").all_text_contents()
+    assert cells[:6] == [name, "active", "0", "1", "0", "0"], cells
+    assert await row.get_attribute("data-channel") == name
+
+
 async def test_event_stream_tells_when_a_job_ends(runners: RunnerHarness) -> None:
     runner = await runners.start()
     async with (
@@ -323,6 +342,28 @@ async def test_event_stream_tells_when_a_job_ends(runners: RunnerHarness) -> Non
 
         change = await asyncio.wait_for(until_final(), timeout=10)
     assert change["notices"] >= 1 and not change["dead_letters"]
+
+
+async def test_event_stream_names_a_spaced_channel_whole(runners: RunnerHarness) -> None:
+    """A schedule notice is "<channel> <ms>": the stream must not cut "my chan" to "my"."""
+    runner = await runners.start()
+    status, _ = await http(runner, "POST", "/api/channels", json={"name": "my chan"})
+    assert status == 201
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base_url(runner)}/ui/events") as response,
+    ):
+        events = read_events(response)
+        assert await anext(events) == ("hello", {})
+        await submit(runner, task="true", channel="my chan", run_at=time.time() + 3600)
+
+        async def until_queue() -> list[str]:
+            async for _, data in events:
+                if data["queues"]:
+                    return list(data["queues"])
+            raise AssertionError("the stream ended")
+
+        assert await asyncio.wait_for(until_queue(), timeout=10) == ["my chan"]
 
 
 async def _subscribers(runner: Runner) -> int:

@@ -62,6 +62,18 @@ async def test_missing_or_empty_chan_uses_default_and_ts_may_be_a_string(
         assert record["channel"] == "main"
 
 
+async def test_numeric_ids_and_numeric_strings_as_producers_send_them(
+    runners: RunnerHarness, redis: aioredis.Redis
+) -> None:
+    """Upstream ignored `id` and `timeout`; producers send `"id": 42` and numeric strings."""
+    runner = await runners.start()
+    await redis.lpush(QUEUE, json.dumps({"task": "true", "chan": "biz", "id": 42}))
+    await redis.lpush(QUEUE, json.dumps({"task": "true", "id": 0, "timeout": "30", "ts": "9"}))
+    assert (await wait_state(runner.store, "42", "succeeded"))["channel"] == "biz"
+    record = await wait_state(runner.store, "0", "succeeded")
+    assert (float(record["timeout"]), float(record["ts"])) == (30, 9)
+
+
 async def test_optional_fields_id_args_timeout_dedup_key(
     runners: RunnerHarness, redis: aioredis.Redis
 ) -> None:
@@ -89,9 +101,11 @@ BAD_MESSAGES = [
     (b'{"task": ""}', '"task" is required'),
     (b'{"task": 42}', '"task" is required'),
     (b'{"task": "date", "ts": "yesterday"}', '"ts" must be a number'),
+    (b'{"task": "date", "timeout": "30s"}', '"timeout" must be a number or a numeric string'),
+    (b'{"task": "date", "id": 1.5}', '"id" must be a string or a whole number'),
     (b'{"task": "date", "args": "nope"}', '"args" must be a JSON list'),
     (b'{"task": "date", "chan": 7}', "must be a string"),
-    (b'{"task": "date", "chan": "no such"}', "invalid channel name"),
+    (b'{"task": "date", "chan": "tab\\there"}', "invalid channel name"),
     (b'{"task": "date", "chan": "nochannel"}', "unknown channel 'nochannel'"),
     (b'{"task": "echo \'unbalanced"}', "cannot be split"),
 ]

@@ -53,6 +53,54 @@ def test_record_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "field", "value"),
+    [
+        ('{"task": "x", "id": 42}', "id", "42"),
+        ('{"task": "x", "id": 0}', "id", "0"),  # a real id, not "no id"
+        ('{"task": "x", "id": -7}', "id", "-7"),
+        ('{"task": "x", "id": 12345678901234567890}', "id", "12345678901234567890"),
+        ('{"task": "x", "id": 42.0}', "id", "42"),
+        ('{"task": "x", "id": ""}', "id", None),  # empty: a new uuid, as when absent
+        ('{"task": "x", "id": null}', "id", None),
+        ('{"task": "x", "timeout": "30"}', "timeout_s", 30.0),
+        ('{"task": "x", "timeout": " 2.5 "}', "timeout_s", 2.5),
+        ('{"task": "x", "retries": "3"}', "retries", 3),
+        ('{"task": "x", "retries": "2.0"}', "retries", 2),
+        ('{"task": "x", "ts": "1491800000"}', "ts", 1491800000),
+        ('{"task": "x", "delay": "5"}', "run_at", NOW + 5),
+        ('{"task": "x", "retry_intervals": ["1", 2]}', "retry_intervals", (1.0, 2.0)),
+        ('{"task": "x", "chan": ""}', "channel", "default"),
+        ('{"task": "x", "chan": "报表"}', "channel", "报表"),
+    ],
+)
+def test_forms_producers_send(raw: str, field: str, value: object) -> None:
+    """The forms upstream's producers really send, for fields upstream ignored (issue 14)."""
+    got = getattr(parse(raw), field)
+    if value is None:  # a generated id
+        assert re.fullmatch(r"[0-9a-f-]{36}", got)
+    else:
+        assert got == value
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ('{"task": "x", "timeout": "30s"}', '"timeout" must be a number or a numeric string'),
+        ('{"task": "x", "retries": "three"}', '"retries" must be a number'),
+        ('{"task": "x", "id": 4.5}', '"id" must be a string or a whole number'),
+        ('{"task": "x", "id": true}', '"id" must be a string or a whole number'),
+        ('{"task": "x", "id": [1]}', '"id" must be a string or a whole number'),
+        ('{"task": "x", "ts": "yesterday"}', '"ts" must be a number'),
+    ],
+)
+def test_values_that_cannot_mean_the_field_are_refused_with_the_reason(
+    raw: str, reason: str
+) -> None:
+    with pytest.raises(InvalidJob, match=re.escape(reason)):
+        parse(raw)
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         '{"task": "x", "delay": -1}',

@@ -13,7 +13,7 @@ import click
 import pytest
 
 from taskrunner import logs
-from taskrunner.cli.run import CONFIG_NOTES, go_style_args
+from taskrunner.cli.run import CONFIG_NOTES
 from taskrunner.cli.run import _settings as cli_settings
 from taskrunner.cli.run import run as cli_run
 from taskrunner.config import Settings
@@ -69,7 +69,7 @@ def no_taskrunner_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def parse(*args: str) -> tuple[Settings, list[tuple[int, str]]]:
     """`taskrunner run ARGS` (Go-style flags accepted) as Settings, and the config's notes."""
-    with cli_run.make_context("run", go_style_args(args)) as ctx:
+    with cli_run.make_context("run", list(args)) as ctx:
         return cli_settings(ctx.params), ctx.meta.get(CONFIG_NOTES, [])
 
 

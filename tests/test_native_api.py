@@ -103,6 +103,18 @@ async def test_create_job_with_every_field_and_chan_alias(runners: RunnerHarness
     assert (await wait_job(runner, view["id"]))["state"] == "succeeded"
 
 
+async def test_a_numeric_id_is_taken_as_its_digits(runners: RunnerHarness) -> None:
+    runner = await runners.start()
+    status, view = await http(runner, "POST", "/api/jobs", json={"task": "true", "id": 42})
+    assert status == 201 and view["id"] == "42", view
+    status, view = await http(runner, "POST", "/api/jobs", json={"task": "true", "id": 0})
+    assert status == 201 and view["id"] == "0", view
+    status, view = await http(runner, "POST", "/api/jobs", json={"task": "true", "id": 0.5})
+    assert (
+        status == 400 and '"id" must be a string or a whole number' in view["error"]["message"]
+    ), view
+
+
 async def test_json_out_keeps_unicode_unescaped(runners: RunnerHarness) -> None:
     runner = await runners.start()
     async with (
@@ -205,7 +217,7 @@ async def test_list_jobs_by_channel_and_state_with_paging(runners: RunnerHarness
         ("offset=-1", 400, '"offset"'),
         ("state=done", 400, '"state"'),
         ("channel=ghost", 404, "channel 'ghost' does not exist"),
-        ("channel=bad%20name", 400, "invalid channel name"),
+        ("channel=bad%0Aname", 400, "invalid channel name"),
     ],
 )
 async def test_list_jobs_bad_query_names_the_parameter(
@@ -438,7 +450,7 @@ JSON_HEADERS = {"Content-Type": "application/json"}
         ("GET", "/api/jobs/nope/wait?timeout=301", {}, 400, '"timeout"'),
         ("GET", "/api/jobs/nope/wait", {}, 404, "no job 'nope'"),
         ("GET", "/api/channels/ghost", {}, 404, "does not exist"),
-        ("GET", "/api/channels/bad!name", {}, 400, "invalid channel name"),
+        ("GET", "/api/channels/bad%09name", {}, 400, "invalid channel name"),
         ("POST", "/api/channels", {"json": {"worker_count": 2}}, 400, '"name" is required'),
         ("POST", "/api/channels", {"json": {"name": "biz"}}, 409, "already exists"),
         ("POST", "/api/channels/ghost/pause", {}, 404, "does not exist"),

@@ -754,7 +754,7 @@ async def test_push_status_and_queue_subcommands(
     assert created.returncode == 0
     again = run_cli("queue", "create", "jobs", *url)
     assert again.returncode == 2 and "already exists" in again.stderr
-    bad = run_cli("queue", "create", "no spaces", *url)
+    bad = run_cli("queue", "create", "no\ttabs", *url)
     assert bad.returncode == 2 and "invalid channel name" in bad.stderr
 
     listed = run_cli("queue", "list", "--json", *url)

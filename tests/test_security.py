@@ -36,7 +36,13 @@ from taskrunner.cli.run import run as cli_run
 from taskrunner.errors import ConfigError, InvalidChannel, InvalidJob, NotAllowed
 from taskrunner.parsing import parse_message
 from taskrunner.runner import Runner
-from taskrunner.validation import MAX_ARGS, MAX_DEDUP_KEY_CHARS, MAX_INTERVALS, Limits
+from taskrunner.validation import (
+    MAX_ARGS,
+    MAX_CHANNEL_NAME_BYTES,
+    MAX_DEDUP_KEY_CHARS,
+    MAX_INTERVALS,
+    Limits,
+)
 from tests.support.http import http
 from tests.support.net import HOST, free_port
 from tests.support.redis_servers import RedisServer
@@ -486,7 +492,7 @@ LONG_ARGS = ["a" * 1000] * 66
         ("POST", "/api/jobs", {"task": "true", "retry_intervals": [1] * (MAX_INTERVALS + 1)}, 400),
         ("POST", "/api/jobs", {"task": "true", "retry_intervals": "1 " * 2049}, 400),
         ("POST", "/api/jobs", {"task": "true", "id": "i" * 129}, 400),
-        ("POST", "/push", {"task": "true", "channel": "c" * 65}, 400),
+        ("POST", "/push", {"task": "true", "channel": "c" * (MAX_CHANNEL_NAME_BYTES + 1)}, 400),
         ("POST", "/push", {"task": "true", "timeout": 10**400}, 400),
         ("POST", "/push", {"task": "\ud800"}, 400),
         ("POST", "/queue", {"name": "q", "worker": "9" * 5000}, 400),

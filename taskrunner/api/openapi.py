@@ -12,7 +12,7 @@ from typing import Any, Final, NamedTuple
 
 from taskrunner.api.schemas import SCHEMAS, ref
 from taskrunner.models import NAME_PATTERN, JobState, schema_pattern
-from taskrunner.validation import JOB_ID_RE
+from taskrunner.validation import CHANNEL_NAME_RULE, JOB_ID_RE
 
 # The API's limits on paging and waiting (api/native.py enforces them).
 DEFAULT_LIMIT: Final = 50
@@ -22,6 +22,7 @@ DEFAULT_WAIT_S: Final = 30.0
 MAX_WAIT_S: Final = 300.0
 
 JOB_ID_PATTERN: Final = schema_pattern(JOB_ID_RE)
+NAME_DESCRIPTION: Final = f"Channel name: {CHANNEL_NAME_RULE}."
 
 
 def _json(schema_name: str, description: str) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 _PARAMETERS: Final = {
     "JobId": _param("id", "path", {"type": "string", "pattern": JOB_ID_PATTERN}, "Job id."),
     "ChannelName": _param(
-        "name", "path", {"type": "string", "pattern": NAME_PATTERN}, "Channel name."
+        "name", "path", {"type": "string", "pattern": NAME_PATTERN}, NAME_DESCRIPTION
     ),
     "DeadLetterId": _param(
         "id", "path", {"type": "string", "pattern": "^[0-9a-f]{16}$"}, "Dead letter id."
@@ -87,7 +88,10 @@ _PARAMETERS: Final = {
         "Items per page.",
     ),
     "ChannelFilter": _param(
-        "channel", "query", {"type": "string", "pattern": NAME_PATTERN}, "Only this channel's jobs."
+        "channel",
+        "query",
+        {"type": "string", "pattern": NAME_PATTERN},
+        f"Only this channel's jobs; {CHANNEL_NAME_RULE}.",
     ),
     "StateFilter": _param(
         "state",

@@ -12,9 +12,13 @@ from collections.abc import Sequence
 import click
 
 from taskrunner.cli import dead, embedded, jobs, migrate, queue, run
+from taskrunner.cli.flags import Group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="taskrunner")
 def cli() -> None:
     """taskrunner: run shell commands pushed through Redis or HTTP, channel by channel."""
@@ -36,11 +40,9 @@ for command in (
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`taskrunner`: upstream's Go-style flags (`-redis-host x`) are accepted after `run`."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "run":
-        args = ["run", *run.go_style_args(args[1:])]
-    cli.main(args=args, prog_name="taskrunner")
+    """`taskrunner`: every command also takes Go's flag forms (`-redis-host x`,
+    `-task-mode=false`, `-help`: taskrunner.cli.flags)."""
+    cli.main(args=list(sys.argv[1:] if argv is None else argv), prog_name="taskrunner")
 
 
 def task_runner_main(argv: Sequence[str] | None = None) -> None:

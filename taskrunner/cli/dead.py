@@ -8,13 +8,14 @@ from typing import Any
 import click
 
 from taskrunner.cli import tables
+from taskrunner.cli.flags import Group
 from taskrunner.cli.options import emit, json_option, redis_options, with_service
 from taskrunner.errors import JobNotFound
 from taskrunner.models import job_view
 from taskrunner.service import Service
 
 
-@click.group()
+@click.group(cls=Group)
 def dead() -> None:
     """Dead jobs (failed for good after their retries) and dead letters (refused messages)."""
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 
 from taskrunner import logs
+from taskrunner.cli.flags import Group
 from taskrunner.embedded import EmbeddedRedis
 
 
-@click.group()
+@click.group(cls=Group)
 def embedded() -> None:
     """The embedded Valkey server of `run --embedded-redis DIR`, which outlives the runner."""
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from taskrunner.cli import tables
+from taskrunner.cli.flags import Command
 from taskrunner.cli.options import (
     EXIT_RUNTIME_FAILURE,
     emit,
@@ -28,7 +29,7 @@ def _push_fields(opts: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in named.items() if k in JOB_CREATE_FIELDS and v is not None}
 
 
-@click.command()
+@click.command(cls=Command)
 @redis_options
 @click.argument("task")
 @click.option("--channel", "-c", default="", help="Channel (default: the default channel).")
@@ -61,7 +62,11 @@ def _push_fields(opts: Mapping[str, Any]) -> dict[str, Any]:
     help='Seconds between attempts, e.g. "60 600 3600"; the last one repeats.',
 )
 @click.option(
-    "--channel-default", default="default", envvar="TASKRUNNER_CHANNEL_DEFAULT", hidden=True
+    "--channel-default",
+    default="default",
+    envvar="TASKRUNNER_CHANNEL_DEFAULT",
+    hidden=True,
+    help="The runners' --channel-default: where a push without --channel goes.",
 )
 @json_option()
 def push(task: str, channel: str, args: Sequence[str], as_json: bool, **opts: Any) -> None:
@@ -87,7 +92,7 @@ def push(task: str, channel: str, args: Sequence[str], as_json: bool, **opts: An
         sys.exit(EXIT_RUNTIME_FAILURE)
 
 
-@click.command()
+@click.command(cls=Command)
 @redis_options
 @click.argument("job_id")
 @click.option("--wait", is_flag=True, help="Wait until the job ends (woken by Redis pub/sub).")
@@ -127,7 +132,7 @@ def _describe(record: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(cls=Command)
 @redis_options
 @click.argument("job_id")
 @json_option('Print {"id", "state"} as JSON.')
@@ -148,7 +153,7 @@ def cancel(job_id: str, as_json: bool, **opts: Any) -> None:
         fail(f"job {job_id} already ended: {state}", EXIT_RUNTIME_FAILURE)
 
 
-@click.command()
+@click.command(cls=Command)
 @redis_options
 @click.option("--channel", "-c", default=None, help="Only this channel.")
 @click.option(

@@ -9,11 +9,12 @@ from typing import Any
 import click
 
 from taskrunner.adoption import Adoption, QueueReport
+from taskrunner.cli.flags import Command
 from taskrunner.cli.options import emit, json_option, redis_options, with_service
 from taskrunner.config import Settings
 
 
-@click.command()
+@click.command(cls=Command)
 @redis_options
 @click.option(
     "--from",

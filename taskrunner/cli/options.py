@@ -53,7 +53,12 @@ def redis_options(func: F) -> F:
                 "--redis-db", type=int, default=0, show_default=True, help="Redis database number."
             ),
             env_option(
-                "--host", "legacy_host", default=None, hidden=True, envvar="TASKRUNNER_HOST"
+                "--host",
+                "legacy_host",
+                default=None,
+                hidden=True,
+                envvar="TASKRUNNER_HOST",
+                help="Old name of --redis-host.",
             ),
             env_option(
                 "--password",
@@ -61,6 +66,7 @@ def redis_options(func: F) -> F:
                 default=None,
                 hidden=True,
                 envvar="TASKRUNNER_PASSWORD",
+                help="Old name of --redis-password.",
             ),
         ]
     ):

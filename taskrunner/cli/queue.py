@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from taskrunner.cli import tables
+from taskrunner.cli.flags import Command, Group
 from taskrunner.cli.options import emit, json_option, redis_options, with_service
 from taskrunner.service import Service
 
@@ -21,7 +22,7 @@ CHANNEL_CHANGES = (
 )
 
 
-@click.command()
+@click.command(cls=Command)
 @redis_options
 @click.option("--channel", "-c", default=None, help="Only this channel.")
 @json_option()
@@ -41,7 +42,7 @@ def status(channel: str | None, as_json: bool, **opts: Any) -> None:
     emit(data, as_json, table)
 
 
-@click.group()
+@click.group(cls=Group)
 def queue() -> None:
     """Create, list, update, pause, resume and delete channels."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import click
 import uvloop
 
 from taskrunner import logs, memory
+from taskrunner.cli.flags import Command
 from taskrunner.cli.options import (
     EXIT_RUNTIME_FAILURE,
     EXIT_USAGE,
@@ -58,7 +58,7 @@ def _log_config_notes() -> None:
         log.log(level, "%s", message)
 
 
-@click.command()
+@click.command(cls=Command)
 @env_option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
             callback=_load_config, help="TOML file with any of these options, or kingtask's broker.yaml / worker.yaml"
                  " (flags and env win).")  # fmt: skip
@@ -79,6 +79,13 @@ def _log_config_notes() -> None:
     default="default",
     show_default=True,
     help="Channel for jobs that name none.",
+)
+@env_option(
+    "--default-channels/--no-default-channels",
+    default=True,
+    show_default=True,
+    help="Create biz and cron at start when missing, as TaskRunner does (off: channels you"
+    " deleted stay deleted). The --channel-default channel is always created when missing.",
 )
 @env_option(
     "--http-addr", default="127.0.0.1:60001", show_default=True, help="HTTP listen HOST:PORT."
@@ -109,11 +116,15 @@ def _log_config_notes() -> None:
     help="Run jobs (off: route and serve HTTP only).",
 )
 @env_option(
-    "--colorful-tty",
-    is_flag=True,
+    "--colorful-tty/--no-colorful-tty",
+    default=False,
     help="Colour the log on a terminal; GET / then answers upstream's banner.",
 )
-@env_option("--shell", is_flag=True, help="Run each task with /bin/sh -c instead of splitting it.")
+@env_option(
+    "--shell/--no-shell",
+    default=False,
+    help="Run each task with /bin/sh -c instead of splitting it.",
+)
 @env_option(
     "--bin-path",
     type=click.Path(file_okay=False, exists=True),
@@ -161,8 +172,8 @@ def _log_config_notes() -> None:
     help="Require 'Authorization: Bearer TOKEN' on HTTP (not /healthz).",
 )
 @env_option(
-    "--insecure",
-    is_flag=True,
+    "--insecure/--no-insecure",
+    default=False,
     help="Allow a non-loopback --http-addr without --auth-token, and a non-loopback"
     " --kingtask-addr.",
 )
@@ -182,12 +193,19 @@ def _log_config_notes() -> None:
     show_default=True,
     help="Seconds between checks for commands queued under TaskRunner's keys (adopted as jobs).",
 )
-@env_option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@env_option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as JSON objects one a line.",
+)
 @env_option(
     "--log-level",
     type=click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False),
     default="info",
     show_default=True,
+    help="Log lines of this level and above.",
 )
 @env_option(
     "--log-path",
@@ -235,6 +253,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
         embedded_redis_port=opts["embedded_redis_port"],
         concurrent=opts["concurrent"],
         channel_default=opts["channel_default"],
+        default_channels=opts["default_channels"],
         http_addr=opts["http_addr"],
         http_read_timeout_s=opts["http_read_timeout"],
         http_max_connections=opts["http_max_connections"],
@@ -305,34 +324,3 @@ async def _serve_async(settings: Settings, url: str) -> int:
         await runner.store.close()
     log.info("taskrunner stopped%s", " after an internal failure" if runner.failed else "")
     return EXIT_RUNTIME_FAILURE if runner.failed else 0
-
-
-GO_BOOL_FLAGS = {
-    "task-mode": ("--task-mode", "--no-task-mode"),
-    "colorful-tty": ("--colorful-tty", None),
-}
-
-
-def go_style_args(args: Sequence[str]) -> list[str]:
-    """Accept Go's single-dash long flags (`-redis-host x`, `-task-mode=false`)."""
-    long_names = {
-        name[2:]
-        for param in run.params
-        for name in (*param.opts, *param.secondary_opts)
-        if name.startswith("--")
-    }
-    out = []
-    for arg in args:
-        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
-            name, sep, value = arg[1:].partition("=")
-            if name in GO_BOOL_FLAGS and sep:
-                on, off = GO_BOOL_FLAGS[name]
-                flag = on if value.lower() in ("1", "t", "true") else off
-                if flag is not None:
-                    out.append(flag)
-                continue
-            if name in long_names:
-                out.append(f"--{name}{sep}{value}")
-                continue
-        out.append(arg)
-    return out

@@ -21,7 +21,6 @@ from msgspec import inspect as mi
 from taskrunner.exec_result import describe_signal
 from taskrunner.models.job import FINAL_STATES, JobState
 from taskrunner.validation import (
-    CHANNEL_NAME_RE,
     JOB_ID_RE,
     MAX_ARGS,
     MAX_DEDUP_KEY_CHARS,
@@ -30,6 +29,7 @@ from taskrunner.validation import (
     MAX_NOTE_CHARS,
     MAX_SECONDS,
     Limits,
+    channel_name_schema_pattern,
 )
 
 SUMMARY_TEXT_BYTES: Final = 4096  # a listing shows this much of a job's command, args, error
@@ -116,7 +116,7 @@ def schema_pattern(regex: re.Pattern[str]) -> str:
     return regex.pattern.replace("\\Z", "$")
 
 
-NAME_PATTERN: Final = schema_pattern(CHANNEL_NAME_RE)
+NAME_PATTERN: Final = channel_name_schema_pattern()  # and at most MAX_CHANNEL_NAME_BYTES
 NUMERIC_PATTERN: Final = r"^-?[0-9]+(\.[0-9]+)?$"
 INTERVALS_PATTERN: Final = r"^ *[0-9]+(\.[0-9]+)?([ ,]+[0-9]+(\.[0-9]+)?)* *$"
 Seconds = Annotated[float, Meta(ge=0, le=MAX_SECONDS)]
@@ -165,6 +165,7 @@ class JobCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 description="Caller-chosen id (idempotency key); default a new UUID.",
             ),
         ]
+        | Annotated[int, Meta(description='A whole number is taken as its digits (42: "42").')]
         | UnsetType
     ) = UNSET
     run_at: (

@@ -10,7 +10,7 @@ from taskrunner.store.adopt import DEAD, MOVED, AdoptOps
 from taskrunner.store.base import REQUEST_CONNECTIONS, Subscription
 from taskrunner.store.channels import ChannelOps
 from taskrunner.store.errors import translates_errors
-from taskrunner.store.keys import Keys, Notice
+from taskrunner.store.keys import Keys, Notice, schedule_notice
 from taskrunner.store.kingtask import KingtaskOps
 from taskrunner.store.liveness import LivenessOps
 from taskrunner.store.queue import QueueOps
@@ -44,6 +44,7 @@ __all__ = [
     "Subscription",
     "TakenMessages",
     "redact_url",
+    "schedule_notice",
     "utf8_prefix",
 ]
 

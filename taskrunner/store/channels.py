@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from taskrunner.errors import ChannelExists, ChannelNotFound, InvalidChannel, InvalidJob
@@ -19,15 +20,27 @@ log = logging.getLogger("taskrunner.store")
 class ChannelOps(StoreBase):
     """Store operations on channels (see the module)."""
 
+    _unusable_channels: AbstractSet[tuple[str, str]] = frozenset()  # warned about, as stored
+
     async def load_channels(self) -> dict[str, ChannelConfig]:
+        """Every usable channel. An unusable entry (a name or JSON written by hand) is skipped
+        with one warning, said again only when the entry changes: this runs every second."""
         raw = await self.redis.hgetall(self.keys.channels)
         channels = {}
+        unusable = set()
         for name_b, value in raw.items():
             name = text(name_b)
             try:
                 channels[name] = ChannelConfig.from_json(validate_channel_name(name), value)
             except (InvalidChannel, InvalidJob) as exc:  # hand-written JSON: skip, do not stop
-                log.warning("ignoring stored channel %r: %s", name[:100], exc)
+                entry = (name, text(value))
+                unusable.add(entry)
+                if entry not in self._unusable_channels:
+                    log.warning(
+                        "ignoring stored channel %r: %s (fix or HDEL it in %s)",
+                        name[:100], exc, self.keys.channels,
+                    )  # fmt: skip
+        self._unusable_channels = unusable
         return channels
 
     async def get_channel(self, name: str) -> ChannelConfig | None:

@@ -161,9 +161,17 @@ class Notice:
 
     def queue(self) -> tuple[str, str]:
         """(channel, due time in ms or '') of a 'wake' notice ("<channel>") or a 'schedule'
-        one ("<channel> <due ms>")."""
-        channel, _, due_ms = self.data.partition(" ")
-        return channel, due_ms
+        one ("<channel> <due ms>"). A channel name may hold spaces: see `schedule_notice`."""
+        if self.topic == "schedule":
+            return schedule_notice(self.data)
+        return self.data, ""
+
+
+def schedule_notice(data: str) -> tuple[str, str]:
+    """(channel, due ms) of a schedule notice "<channel> <due ms>": split at the LAST space,
+    the channel name (`my chan`) may hold some; the number never does."""
+    channel, _, due_ms = data.rpartition(" ")
+    return channel, due_ms
 
 
 def _text(value: Any) -> str:

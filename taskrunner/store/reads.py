@@ -20,7 +20,7 @@ from taskrunner.store.records import (
     QueueCounts,
     text,
 )
-from taskrunner.validation import CHANNEL_NAME_RE
+from taskrunner.validation import channel_name_problem
 
 WAIT_READ_TRIES: Final = 25  # a poll's read of the record, retried every 20 ms if the pool is full
 LIST_CHUNK: Final = 500
@@ -214,7 +214,7 @@ class ReadOps(StoreBase):
         """kingtask's backlog over all channels: queued jobs plus scheduled ones already due."""
         now_ms = int((time.time() if now is None else now) * 1000)
         stored = [text(n) for n in await self.redis.hkeys(self.keys.channels)]
-        names = [name for name in stored if CHANNEL_NAME_RE.match(name)]
+        names = [name for name in stored if channel_name_problem(name) is None]
         if not names:
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
