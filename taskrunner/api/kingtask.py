@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from msgspec import UnsetType
 
 from taskrunner.admission import accepted_id
 from taskrunner.api.common import JSON_UTF8, SERVICE, read_fields
 from taskrunner.errors import InvalidJob, JobNotFound, OutcomeUnknown, TaskRunnerError
 from taskrunner.kingtask import rpc_job, script_job
-from taskrunner.models import RPC, JobState
+from taskrunner.models import RPC, JobRecord, JobState
 from taskrunner.validation import JOB_ID_RE
 
 PREFIXES = ("/api/v1/task", "/api/task")
@@ -115,26 +116,29 @@ async def result(request: web.Request) -> web.Response:
     return json_value(result_reply(record))
 
 
-def result_reply(record: dict[str, str]) -> dict[str, Any]:
+def result_reply(record: JobRecord) -> dict[str, Any]:
     """kingtask's result object for a job record; `is_result_exist` 0 until it is final."""
-    state = record.get("state", "")
-    if state not in {s.value for s in JobState if s.is_final}:
+    if not record.final:
         return dict(NOT_FINISHED)
-    ok = state == JobState.SUCCEEDED
+    ok = record.state == JobState.SUCCEEDED
     return {"is_result_exist": 1, "is_success": int(ok), "message": _message(record, ok=ok)}
 
 
-def _message(record: dict[str, str], *, ok: bool) -> str:
+def _message(record: JobRecord, *, ok: bool) -> str:
     """stdout on success; else stderr, an rpc answer's body, or the error text (in that order).
     Trailing newlines are dropped, as kingtask did."""
     if ok:
-        return record.get("stdout", "").rstrip("\n")
-    answered = record.get("kind") == RPC and record.get("http_status")
-    candidates = (record.get("stderr"), record.get("stdout") if answered else None)
-    for text in (*candidates, record.get("error"), record.get("state")):
-        if text and text.strip():
+        return _text(record.stdout).rstrip("\n")
+    answered = record.kind == RPC and isinstance(record.http_status, int)
+    candidates = (record.stderr, record.stdout if answered else None)
+    for text in (*candidates, record.error, record.state):
+        if isinstance(text, str) and text.strip():
             return text.rstrip("\n")
     return ""
+
+
+def _text(value: str | UnsetType | None) -> str:
+    return value if isinstance(value, str) else ""
 
 
 async def count_undo(request: web.Request) -> web.Response:
