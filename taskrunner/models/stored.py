@@ -11,7 +11,6 @@ fields (SUMMARY_FIELDS) and the OpenAPI schema follow."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Final, Literal, cast
@@ -108,6 +107,8 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
 # -- decoding a stored record -----------------------------------------------------------------
 
 Decode = Callable[[str], Any]
+_isfinite: Final = math.isfinite
+_decode_texts: Final = msgspec.json.Decoder(list[str]).decode
 
 
 def _float(value: str) -> float | None:
@@ -115,7 +116,7 @@ def _float(value: str) -> float | None:
         number = float(value)
     except ValueError:
         return None
-    return number if math.isfinite(number) else None
+    return number if _isfinite(number) else None
 
 
 def _int(value: str) -> int | None:
@@ -134,18 +135,18 @@ def _ms(value: str) -> float | None:
 def _texts(value: str) -> list[str] | None:
     """`args`: a JSON list of strings, else null."""
     try:
-        decoded = json.loads(value)
-    except (ValueError, RecursionError):
+        return _decode_texts(value)
+    except (msgspec.DecodeError, RecursionError):
         return None
-    if isinstance(decoded, list) and all(isinstance(item, str) for item in decoded):
-        return decoded
-    return None
 
 
 def _intervals(value: str) -> list[float] | None:
     """`retry_intervals`: space-separated seconds, else null."""
-    intervals = [_float(item) for item in value.split()]
-    return None if None in intervals else cast(list[float], intervals)
+    try:
+        intervals = [float(item) for item in value.split()]
+    except ValueError:
+        return None
+    return intervals if all(map(_isfinite, intervals)) else None
 
 
 def _flag(value: str) -> bool:
@@ -194,11 +195,12 @@ def _decoder(field: mi.Field) -> tuple[Decode, Any]:
 _FIELDS: Final = cast(mi.StructType, mi.type_info(JobRecord)).fields
 # Derived when decoding, never read from Redis.
 DERIVED_FIELDS: Final = frozenset({"final", "signal_name"})
-_DECODERS: Final = {
+_STORED: Final = {
     f.encode_name: _decoder(f) for f in _FIELDS if f.encode_name not in DERIVED_FIELDS
 }
+_DECODERS: Final = {name: decode for name, (decode, _) in _STORED.items()}
 # What a field stored as "" decodes to.
-EMPTY_VALUES: Final = {name: empty for name, (_, empty) in _DECODERS.items()}
+EMPTY_VALUES: Final = {name: empty for name, (_, empty) in _STORED.items()}
 # A record always has these; a stored hash without one (a damaged record) reads as "".
 REQUIRED_FIELDS: Final = tuple(f.encode_name for f in _FIELDS if f.required)
 # The fields a job listing reads (the store cuts long ones and flags them `NAME_truncated`).
@@ -214,10 +216,9 @@ def decode_record(fields: Mapping[str, str]) -> JobRecord:
     module): `final` follows the state, `signal_name` the signal."""
     values: dict[str, Any] = dict.fromkeys(REQUIRED_FIELDS, "")
     for name, text in fields.items():
-        decoder = _DECODERS.get(name)
-        if decoder is not None:
-            decode, empty = decoder
-            values[name] = empty if text == "" else decode(text)
+        decode = _DECODERS.get(name)
+        if decode is not None:
+            values[name] = decode(text) if text else EMPTY_VALUES[name]
     values["final"] = values["state"] in FINAL_STATES
     signal = values.get("signal")
     if signal is not None:
