@@ -316,3 +316,27 @@ async def test_push_note_is_shown_in_the_job_table_and_json(
     assert (job["id"], job["note"]) == (job_id, "nightly, by ops")
     too_long = await cli(redis_url, "push", "true", "--note", "n" * 1001)
     assert too_long.code != 0 and '"note" must be a string of at most 1000' in too_long.error()
+
+
+async def test_result_shows_the_record_as_the_native_api_does(
+    runners: RunnerHarness, redis_url: str
+) -> None:
+    runner = await runners.start()
+    admission = await runner.service.submit(
+        {"task": "sh", "args": ["-c", "echo out; echo err >&2"]}, source="t"
+    )
+    job_id = admission.job_id
+    record = await wait_state(runner.store, job_id, "succeeded")
+    as_json, text, waited = await asyncio.gather(
+        cli(redis_url, "result", job_id, "--json"),
+        cli(redis_url, "result", job_id),
+        cli(redis_url, "result", job_id, "--wait", "--timeout", "5", "--json"),
+    )
+    view = as_json.json()
+    assert view == waited.json() == record.to_view()
+    assert (view["attempt"], view["exit_code"], view["final"]) == (1, 0, True)
+    lines = text.out.splitlines()
+    assert {f"id         {job_id}", "attempt    1", "exit_code  0", "state      succeeded"} <= set(
+        lines
+    ), text
+    assert lines[-4:] == ["--- stdout", "out", "--- stderr", "err"], text
