@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
+from msgspec import UnsetType
+
 from taskrunner.admission import accepted_id
 from taskrunner.errors import StoreRefusing, StoreUnavailable
-from taskrunner.models import JobState, job_view
+from taskrunner.models import JobRecord, JobState
 from taskrunner.service import Service, ServiceSettings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -32,13 +34,16 @@ T = TypeVar("T")
 class JobResult:
     """A job as stored: its state and, once it ran, exit code, output and times (unix seconds).
 
-    `record` is the whole record as JSON types (what the native API returns for a job)."""
+    `record` is the whole stored record (`models.JobRecord`; `record.to_view()` is what the
+    native API returns for the job); the fields here are its values with plain defaults for
+    those not set yet (no exit code, no output)."""
 
     id: str
     channel: str
     task: str
     args: tuple[str, ...] | None
     state: JobState
+    final: bool  # ended for good: succeeded, failed, cancelled or dead
     attempt: int
     exit_code: int | None
     signal: int | None
@@ -49,40 +54,40 @@ class JobResult:
     started_at: float | None
     finished_at: float | None
     duration: float | None
-    record: dict[str, Any] = field(repr=False, compare=False)
-
-    @property
-    def final(self) -> bool:
-        """True once the job ended for good: succeeded, failed, cancelled or dead."""
-        return self.state.is_final
+    record: JobRecord = field(repr=False, compare=False)
 
     @property
     def succeeded(self) -> bool:
         return self.state is JobState.SUCCEEDED
 
     @classmethod
-    def from_record(cls, record: dict[str, str]) -> JobResult:
-        """Build a result from a stored job record (the Redis hash's text fields)."""
-        view = job_view(record)
-        args = view.get("args")
+    def from_record(cls, record: JobRecord) -> JobResult:
+        """A result from a job's stored record."""
+        args = _given(record.args)
         return cls(
-            id=view["id"],
-            channel=view.get("channel") or "",
-            task=view.get("task") or "",
-            args=tuple(str(a) for a in args) if isinstance(args, list) else None,
-            state=JobState(view["state"]),
-            attempt=view.get("attempt") or 0,
-            exit_code=view.get("exit_code"),
-            signal=view.get("signal"),
-            stdout=view.get("stdout") or "",
-            stderr=view.get("stderr") or "",
-            error=view.get("error"),
-            created_at=view.get("created_at"),
-            started_at=view.get("started_at"),
-            finished_at=view.get("finished_at"),
-            duration=view.get("duration"),
-            record=view,
+            id=record.id,
+            channel=record.channel,
+            task=record.task,
+            args=None if args is None else tuple(args),
+            state=JobState(record.state),
+            final=record.final,
+            attempt=_given(record.attempt) or 0,
+            exit_code=_given(record.exit_code),
+            signal=_given(record.signal),
+            stdout=_given(record.stdout) or "",
+            stderr=_given(record.stderr) or "",
+            error=_given(record.error),
+            created_at=_given(record.created_at),
+            started_at=_given(record.started_at),
+            finished_at=_given(record.finished_at),
+            duration=_given(record.duration),
+            record=record,
         )
+
+
+def _given(value: T | UnsetType | None) -> T | None:
+    """A record's value, None where it is not set."""
+    return None if isinstance(value, UnsetType) else value
 
 
 class Client:

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from taskrunner.errors import Conflict, InvalidChannel, JobNotFound
+from taskrunner.models import JobRecord
 from taskrunner.store import Store
 
 log = logging.getLogger("taskrunner.service")
@@ -17,7 +18,7 @@ class DeadItems:
 
     store: Store
 
-    async def dead_jobs(self, *, offset: int, limit: int) -> tuple[list[dict[str, str]], int]:
+    async def dead_jobs(self, *, offset: int, limit: int) -> tuple[list[JobRecord], int]:
         """A page of dead jobs, newest first, and their total."""
         return await self.store.dead_jobs(offset=offset, limit=limit)
 

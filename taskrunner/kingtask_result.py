@@ -26,15 +26,15 @@ SIGNAL_RE: Final = re.compile(r"^killed by signal (\d+) ")
 Fields = Mapping[str, str | bytes]
 
 
-def result_message(fields: Fields, *, ok: bool) -> str:
-    """stdout on success; else stderr, an rpc answer's body, the exit as Go words it
-    (`exit status 3`, `signal: killed`), or the error text, in that order. Trailing newlines
-    are dropped, as kingtask does."""
+def result_message(
+    *, ok: bool, stdout: str, stderr: str, error: str, answered: bool, state: str
+) -> str:
+    """stdout on success; else stderr, an rpc answer's body (`answered`: an rpc job that got an
+    HTTP status), the exit as Go words it (`exit status 3`, `signal: killed`), or the error
+    text, in that order. Trailing newlines are dropped, as kingtask does."""
     if ok:
-        return _text(fields, "stdout").rstrip("\n")
-    answered = _text(fields, "kind") == RPC and _text(fields, "http_status")
-    candidates = (_text(fields, "stderr"), _text(fields, "stdout") if answered else "")
-    for text in (*candidates, go_error(_text(fields, "error")), _text(fields, "state")):
+        return stdout.rstrip("\n")
+    for text in (stderr, stdout if answered else "", go_error(error), state):
         if text.strip():
             return text.rstrip("\n")
     return ""
@@ -64,7 +64,14 @@ def result_hash(job: Job, fields: Fields, *, state: JobState, attempt: int) -> d
         "max_run_time": str(int(job.timeout_s)),
         "task_type": TASK_TYPES.get(job.method or "", SCRIPT_TASK_TYPE),
         "is_success": "1" if ok else "0",
-        "result": result_message({**fields, "kind": job.kind, "state": state.value}, ok=ok),
+        "result": result_message(
+            ok=ok,
+            stdout=_text(fields, "stdout"),
+            stderr=_text(fields, "stderr"),
+            error=_text(fields, "error"),
+            answered=job.kind == RPC and bool(_text(fields, "http_status")),
+            state=state.value,
+        ),
     }
 
 

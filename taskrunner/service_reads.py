@@ -11,7 +11,7 @@ from typing import Any
 
 from taskrunner.dead import no_job
 from taskrunner.errors import ChannelNotFound
-from taskrunner.models import ChannelConfig, JobState
+from taskrunner.models import ChannelConfig, JobRecord, JobState
 from taskrunner.store import ChannelSnapshot, Store
 from taskrunner.validation import validate_channel_name
 
@@ -35,18 +35,18 @@ class ServiceReads:
             names = sorted(channels)
         return [await self.store.channel_snapshot(name, limit=STATUS_TASKS_LIMIT) for name in names]
 
-    async def find_job(self, job_id: str) -> dict[str, str] | None:
+    async def find_job(self, job_id: str) -> JobRecord | None:
         """The job's record; None if it never existed or its record expired."""
         return await self.store.get_job(job_id)
 
-    async def get_job(self, job_id: str) -> dict[str, str]:
+    async def get_job(self, job_id: str) -> JobRecord:
         """The job's record; JobNotFound if it never existed or its record expired."""
         record = await self.store.get_job(job_id)
         if record is None:
             raise no_job(job_id)
         return record
 
-    async def wait_job(self, job_id: str, *, timeout_s: float) -> dict[str, str]:
+    async def wait_job(self, job_id: str, *, timeout_s: float) -> JobRecord:
         """The job's record once final, or as it is when `timeout_s` runs out."""
         record = await self.store.wait_final(job_id, timeout_s=timeout_s)
         if record is None:
@@ -55,7 +55,7 @@ class ServiceReads:
 
     async def list_jobs(
         self, *, channel: str | None, state: JobState | None, offset: int, limit: int
-    ) -> tuple[list[dict[str, str]], int | None]:
+    ) -> tuple[list[JobRecord], int | None]:
         """A page of job summaries (one channel's, or all), and the next page's offset."""
         if channel is not None:
             await self.require_channel(channel)

@@ -30,7 +30,7 @@ async def test_cancel_running_job_kills_its_group(runners: RunnerHarness, tmp_pa
     await wait_until(lambda: pids.exists() and pids.read_text().strip() != "")
     assert await runner.service.cancel(job.job_id) == "running"
     record = await wait_state(runner.store, job.job_id, "cancelled")
-    assert record["attempt"] == "1"  # no retry after a cancel
+    assert record.attempt == 1  # no retry after a cancel
     with pytest.raises(ProcessLookupError):
         os.killpg(int(pids.read_text()), 0)
 
@@ -68,7 +68,7 @@ async def test_wait_final_returns_as_soon_as_the_job_ends(runners: RunnerHarness
     started = time.monotonic()
     record = await runner.store.wait_final(job.job_id, timeout_s=10)
     waited = time.monotonic() - started
-    assert record is not None and record["state"] == "succeeded"
+    assert record is not None and record.state == "succeeded"
     assert waited >= 0.45  # it waited for the job, not for a polling tick
 
 
@@ -76,4 +76,4 @@ async def test_wait_final_times_out_with_the_live_record(runners: RunnerHarness)
     runner = await runners.start()
     job = await runner.service.submit({"task": "sleep", "args": ["5"]}, source="t")
     record = await asyncio.wait_for(runner.store.wait_final(job.job_id, timeout_s=0.3), 5)
-    assert record is not None and record["state"] in ("queued", "running")
+    assert record is not None and record.state in ("queued", "running")

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from msgspec import UNSET
 
 from taskrunner.config import Settings
 from taskrunner.models import ChannelConfig
 from taskrunner.store import Store
 from tests.support.http import http
 from tests.support.redis_servers import RedisServer, server_binary
-from tests.support.runners import RunnerHarness, log_lines, wait_state
+from tests.support.runners import RunnerHarness, log_lines, stored_job, wait_state
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
@@ -99,8 +100,8 @@ async def test_a_known_id_answers_that_job_and_creates_nothing(runners: RunnerHa
         {"task": "echo again", "channel": "loose", "id": "x1"}, source="t"
     )
     assert c.status == "exists"  # within its result TTL the id still names that job
-    record = await runner.store.get_job("x1") or {}
-    assert (record["task"], record["state"], record["attempt"]) == ("sleep 0.3", "succeeded", "1")
+    record = await stored_job(runner.store, "x1")
+    assert (record.task, record.state, record.attempt) == ("sleep 0.3", "succeeded", 1)
 
 
 async def test_channel_created_elsewhere_is_used_within_a_second(
@@ -168,8 +169,8 @@ async def test_timeout_kills_the_whole_group(runners: RunnerHarness, tmp_path: P
         source="t",
     )
     record = await wait_state(runner.store, job.job_id, "failed")
-    assert "timed out after 0.5 s" in record["error"]
-    assert record["signal"] == str(int(signal.SIGTERM))
+    assert "timed out after 0.5 s" in record.error
+    assert record.signal == signal.SIGTERM
     grandchild, leader = (int(p) for p in pids.read_text().split())
     for pid in (grandchild, leader):
         assert (
@@ -186,14 +187,12 @@ async def test_result_record(runners: RunnerHarness) -> None:
         {"task": "sh", "args": ["-c", "seq 1 1000; echo oops >&2; exit 3"]}, source="t"
     )
     record = await wait_state(runner.store, job.job_id, "failed")
-    assert record["exit_code"] == "3" and record["error"] == "exit code 3"
-    assert record["stdout_truncated"] == "1" and len(record["stdout"]) <= 100
-    assert record["stdout"].startswith("1\n2\n") and record["stdout"].endswith("999\n1000\n")
-    assert record["stderr"] == "oops\n" and record["stderr_truncated"] == "0"
-    assert float(record["duration"]) > 0 and record["attempt"] == "1"
-    assert (
-        float(record["finished_at"]) >= float(record["started_at"]) >= float(record["created_at"])
-    )
+    assert record.exit_code == 3 and record.error == "exit code 3"
+    assert record.stdout_truncated is True and len(record.stdout) <= 100
+    assert record.stdout.startswith("1\n2\n") and record.stdout.endswith("999\n1000\n")
+    assert record.stderr == "oops\n" and record.stderr_truncated is False
+    assert record.duration > 0 and record.attempt == 1
+    assert record.finished_at >= record.started_at >= record.created_at
 
 
 async def test_redis_lost_while_running_loses_nothing(
@@ -244,7 +243,7 @@ async def test_claim_whose_reply_was_lost_is_handed_back(runners: RunnerHarness)
     assert claimed.job.id == job.job_id
     await runner.store.put_channel(ChannelConfig(name="held", paused=False))
     record = await wait_state(runner.store, job.job_id, "succeeded")
-    assert record["attempt"] == "1" and "handed_back" not in record  # it never started
+    assert record.attempt == 1 and record.handed_back is UNSET  # it never started
 
 
 async def test_paused_channel_holds_jobs_until_resumed(runners: RunnerHarness) -> None:
@@ -252,6 +251,6 @@ async def test_paused_channel_holds_jobs_until_resumed(runners: RunnerHarness) -
     await runner.store.create_channel(ChannelConfig(name="p", paused=True))
     job = await runner.service.submit({"task": "echo hi", "channel": "p"}, source="t")
     await wait_until(lambda: "p" in runner.workers and runner.workers["p"].config.paused)
-    assert (await runner.store.get_job(job.job_id) or {})["state"] == "queued"
+    assert (await stored_job(runner.store, job.job_id)).state == "queued"
     await runner.store.put_channel(ChannelConfig(name="p"))
     await wait_state(runner.store, job.job_id, "succeeded")

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from taskrunner.models import ChannelConfig
 from tests.support.net import free_port
-from tests.support.runners import RunnerHarness, wait_state
+from tests.support.runners import RunnerHarness, stored_job, wait_state
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
@@ -167,8 +167,8 @@ async def test_dead_jobs_and_dead_letters(
     assert retried.json() == {"id": letter["id"], "kind": "letter", "action": "retried"}
 
     async def dead_again() -> bool:
-        record = await runner.store.get_job(job_id) or {}
-        return record.get("state") == "dead" and record.get("revived") == "1"
+        record = await stored_job(runner.store, job_id)
+        return record.state == "dead" and record.revived == 1
 
     async def letter_again() -> list[dict[str, Any]]:
         return [e for e in await runner.store.dead_letters() if e["id"] != letter["id"]]
@@ -176,7 +176,7 @@ async def test_dead_jobs_and_dead_letters(
     await wait_until(dead_again, timeout_s=10)  # the retried job ran (and failed) again
     await wait_until(letter_again, timeout_s=5)  # the message was routed (and refused) again
     [new_letter] = await letter_again()
-    assert (await runner.store.get_job(job_id) or {})["attempt"] == "2"  # attempts started over
+    assert (await stored_job(runner.store, job_id)).attempt == 2  # attempts started over
 
     dropped_letter, dropped_job = await asyncio.gather(
         cli(redis_url, "dead", "drop", new_letter["id"]), cli(redis_url, "dead", "drop", job_id)
@@ -333,3 +333,27 @@ async def test_unicode_and_spaced_channel_names_from_the_command_line(
     assert "报表" in table.out and "my chan" in table.out
     bad = await cli(redis_url, "queue", "create", "tab\there")
     assert bad.code == 2 and "U+0009" in bad.error()
+
+
+async def test_result_shows_the_record_as_the_native_api_does(
+    runners: RunnerHarness, redis_url: str
+) -> None:
+    runner = await runners.start()
+    admission = await runner.service.submit(
+        {"task": "sh", "args": ["-c", "echo out; echo err >&2"]}, source="t"
+    )
+    job_id = admission.job_id
+    record = await wait_state(runner.store, job_id, "succeeded")
+    as_json, text, waited = await asyncio.gather(
+        cli(redis_url, "result", job_id, "--json"),
+        cli(redis_url, "result", job_id),
+        cli(redis_url, "result", job_id, "--wait", "--timeout", "5", "--json"),
+    )
+    view = as_json.json()
+    assert view == waited.json() == record.to_view()
+    assert (view["attempt"], view["exit_code"], view["final"]) == (1, 0, True)
+    lines = text.out.splitlines()
+    assert {f"id         {job_id}", "attempt    1", "exit_code  0", "state      succeeded"} <= set(
+        lines
+    ), text
+    assert lines[-4:] == ["--- stdout", "out", "--- stderr", "err"], text

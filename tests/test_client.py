@@ -45,7 +45,8 @@ async def test_wait_returns_the_final_result_as_soon_as_the_job_ends(
     assert result.duration is not None and result.duration >= 0.45
     assert result.created_at is not None and result.started_at is not None
     assert result.finished_at is not None and result.started_at <= result.finished_at
-    assert result.record["state"] == "succeeded" and result.record["final"] is True
+    assert result.record.state == "succeeded" and result.record.final is True
+    assert result.record.to_view()["final"] is True
 
 
 async def test_wait_returns_the_cancelled_result(runners: RunnerHarness, redis_url: str) -> None:
@@ -103,19 +104,19 @@ async def test_push_options_reach_the_record(runners: RunnerHarness, redis_url: 
 
         scheduled = await client.get(delayed)
         assert scheduled.state is JobState.SCHEDULED and not scheduled.final
-        assert before + 60 <= scheduled.record["run_at"] <= time.time() + 60
+        assert before + 60 <= scheduled.record.run_at <= time.time() + 60
         assert scheduled.args is None and scheduled.exit_code is None and scheduled.stdout == ""
 
         result = await client.get(spec)
         assert result.state is JobState.QUEUED and result.channel == "held"
         assert (result.task, result.args) == ("printf", ("%s\n", "a b", "c"))
         record = result.record
-        assert record["run_at"] == pytest.approx(before - 5)
-        assert (record["retries"], record["retry_intervals"]) == (5, [0.5, 2.0])
-        assert (record["timeout"], record["dedup_key"]) == (7.5, "spec")
+        assert record.run_at == pytest.approx(before - 5)
+        assert (record.retries, record.retry_intervals) == (5, [0.5, 2.0])
+        assert (record.timeout, record.dedup_key) == (7.5, "spec")
 
         record = (await client.get(implied)).record
-        assert (record["retries"], record["retry_intervals"]) == (3, [60.0, 600.0, 3600.0])
+        assert (record.retries, record.retry_intervals) == (3, [60.0, 600.0, 3600.0])
 
 
 async def test_duplicates_are_refused_with_the_live_id(
@@ -133,7 +134,7 @@ async def test_duplicates_are_refused_with_the_live_id(
         assert await client.push("echo x", channel="uniq", id="mine") == "mine"
         # a push retried with its id answers that job: nothing new, nothing refused
         assert await client.push("echo y", channel="uniq", id="mine") == "mine"
-        assert (await client.get("mine")).record["task"] == "echo x"
+        assert (await client.get("mine")).record.task == "echo x"
 
         assert await client.cancel(first) == "cancelled"  # its end releases the dedup mark
         again = await client.push("echo b", channel="uniq", dedup_key="report")
@@ -213,4 +214,4 @@ async def test_push_with_a_note_returns_it_with_the_job(
     async with Client(redis_url) as client:
         job_id = await client.push("true", note="requested by billing")
         result = await client.wait(job_id, timeout_s=10)
-    assert result.succeeded and result.record["note"] == "requested by billing"
+    assert result.succeeded and result.record.note == "requested by billing"

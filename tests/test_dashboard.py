@@ -24,7 +24,7 @@ from taskrunner.api import dashboard
 from taskrunner.runner import Runner
 from tests.support.http import base_url, http
 from tests.support.redis_servers import RedisServer
-from tests.support.runners import RunnerHarness, wait_state
+from tests.support.runners import RunnerHarness, stored_job, wait_state
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -225,8 +225,8 @@ async def test_dead_job_is_retried_and_dead_letter_dropped_from_the_page(
     await row.get_by_role("button", name="Retry").click()
 
     async def revived() -> bool:
-        record = await runner.store.get_job(job["id"]) or {}
-        return record.get("revived") == "1"
+        record = await stored_job(runner.store, job["id"])
+        return record.revived == 1
 
     await wait_until(revived, message="the dead job queued again")
     await wait_state(runner.store, job["id"], "dead")  # `false` fails again, on its own

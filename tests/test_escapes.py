@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from msgspec import UNSET
 
 from taskrunner import executor, guard, spawn
 from taskrunner.cgroups import CGROUPS_VAR, JobCgroups
@@ -34,6 +35,7 @@ from taskrunner.models import ChannelConfig, Job
 from taskrunner.spawn import ExecSpec
 from taskrunner.store import Store
 from tests.support.net import free_port
+from tests.support.runners import stored_job
 from tests.support.waiting import wait_until, wait_until_sync
 from tests.test_process import Runners, job, runners, wait_state
 
@@ -290,13 +292,9 @@ async def test_defer_schedules_the_job_again_with_its_attempt_uncounted(redis_ur
         assert await store.defer(claimed, runner_id="r2", delay_s=1, reason="x") == ""
         outcome = await store.defer(claimed, runner_id="r1", delay_s=0.2, reason="not started: x")
         assert outcome == "deferred"
-        record = await store.get_job("j1") or {}
-        assert (record["state"], record["attempt"], record.get("runner")) == (
-            "scheduled",
-            "0",
-            None,
-        )
-        assert record["handed_back"] == "not started: x"
+        record = await stored_job(store, "j1")
+        assert (record.state, record.attempt, record.runner) == ("scheduled", 0, UNSET)
+        assert record.handed_back == "not started: x"
         assert not await store.runner_job_channels("r1")
 
         async def promoted() -> bool:  # due in 0.2 s: the scheduler's promotion moves it

@@ -41,7 +41,7 @@ async def test_push_multipart_as_upstream_readme(runners: RunnerHarness) -> None
     assert body["status_code"] == 200 and body["message"] == "ok"
     assert body["data"]["task_name"] == "date" and body["data"]["result"] is True
     record = await wait_state(runner.store, body["data"]["id"], "succeeded")
-    assert record["channel"] == "biz"
+    assert record.channel == "biz"
 
 
 async def test_push_urlencoded_and_json_with_extensions(runners: RunnerHarness) -> None:
@@ -53,9 +53,9 @@ async def test_push_urlencoded_and_json_with_extensions(runners: RunnerHarness) 
         json={"task": "printf", "args": ["%s", "x y"], "channel": "cron", "id": "j1", "timeout": 5},
     )  # fmt: skip
     assert status == 200 and body["data"]["result"] is True
-    assert (await wait_state(runner.store, "f1", "succeeded"))["channel"] == "default"
+    assert (await wait_state(runner.store, "f1", "succeeded")).channel == "default"
     record = await wait_state(runner.store, "j1", "succeeded")
-    assert record["stdout"] == "x y" and record["channel"] == "cron"
+    assert record.stdout == "x y" and record.channel == "cron"
 
 
 async def test_push_duplicate_on_distinct_channel_answers_false_with_live_id(

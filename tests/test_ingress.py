@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from taskrunner.models import Job
 from taskrunner.validation import Limits
-from tests.support.runners import RunnerHarness, wait_state
+from tests.support.runners import RunnerHarness, stored_job, wait_state
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
@@ -46,7 +46,7 @@ async def test_php_style_payload_runs_in_its_channel(
     [job_id] = await job_ids_in_state(redis, "succeeded")
     record = await runner.store.get_job(job_id)
     assert record is not None
-    assert record["channel"] == "biz" and record["ts"] == "1491800000"
+    assert record.channel == "biz" and record.ts == 1491800000
 
 
 async def test_missing_or_empty_chan_uses_default_and_ts_may_be_a_string(
@@ -59,7 +59,7 @@ async def test_missing_or_empty_chan_uses_default_and_ts_may_be_a_string(
     )
     for job_id in ("a", "b"):
         record = await wait_state(runner.store, job_id, "succeeded")
-        assert record["channel"] == "main"
+        assert record.channel == "main"
 
 
 async def test_numeric_ids_and_numeric_strings_as_producers_send_them(
@@ -69,9 +69,9 @@ async def test_numeric_ids_and_numeric_strings_as_producers_send_them(
     runner = await runners.start()
     await redis.lpush(QUEUE, json.dumps({"task": "true", "chan": "biz", "id": 42}))
     await redis.lpush(QUEUE, json.dumps({"task": "true", "id": 0, "timeout": "30", "ts": "9"}))
-    assert (await wait_state(runner.store, "42", "succeeded"))["channel"] == "biz"
+    assert (await wait_state(runner.store, "42", "succeeded")).channel == "biz"
     record = await wait_state(runner.store, "0", "succeeded")
-    assert (float(record["timeout"]), float(record["ts"])) == (30, 9)
+    assert (record.timeout, record.ts) == (30, 9)
 
 
 async def test_optional_fields_id_args_timeout_dedup_key(
@@ -83,10 +83,10 @@ async def test_optional_fields_id_args_timeout_dedup_key(
         json.dumps({"task": "printf", "args": ["%s|%s", "a b", "$HOME"], "id": "args-1"}),
     )
     record = await wait_state(runner.store, "args-1", "succeeded")
-    assert record["stdout"] == "a b|$HOME"  # exact argv, no splitting, no shell
+    assert record.stdout == "a b|$HOME"  # exact argv, no splitting, no shell
     await redis.lpush(QUEUE, json.dumps({"task": "sleep 5", "timeout": 0.3, "id": "slow"}))
     record = await wait_state(runner.store, "slow", "failed")
-    assert "timed out" in record["error"]
+    assert "timed out" in record.error
     await redis.lpush(QUEUE, json.dumps({"task": "sleep 1", "dedup_key": "k", "id": "d1"}))
     await redis.lpush(QUEUE, json.dumps({"task": "sleep 2", "dedup_key": "k", "id": "d2"}))
     await wait_state(runner.store, "d1", "succeeded")
@@ -143,7 +143,7 @@ async def test_message_taken_by_a_crashed_runner_is_routed_later(
     await redis.lpush(f"task:prepare:inflight:{dead}", json.dumps({"task": "true", "id": "orphan"}))
     runner = await runners.start(lease_s=0.5)
     record = await wait_state(runner.store, "orphan", "succeeded", timeout_s=15)
-    assert record["attempt"] == "1"
+    assert record.attempt == 1
     assert await redis.exists(f"task:prepare:inflight:{dead}") == 0
     assert await redis.zscore("task:runners", dead) is None
 
@@ -166,7 +166,7 @@ async def test_no_task_mode_routes_but_runs_nothing(
     await wait_state(runner.store, "parked", "queued")
     deadline = time.monotonic() + 0.5
     while time.monotonic() < deadline:
-        assert (await runner.store.get_job("parked") or {}).get("state") == "queued"
+        assert (await stored_job(runner.store, "parked")).state == "queued"
 
 
 # Found by scripts/chaos: a Redis restart while a runner takes or routes messages (the command
@@ -225,4 +225,4 @@ async def test_a_note_in_the_message_is_kept_on_the_job(
     message = {"task": "true", "chan": "biz", "id": "noted", "note": "from the PHP app"}
     await redis.lpush(QUEUE, json.dumps(message))
     record = await wait_state(runner.store, "noted", "succeeded")
-    assert record["note"] == "from the PHP app"
+    assert record.note == "from the PHP app"

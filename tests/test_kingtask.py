@@ -22,7 +22,7 @@ from taskrunner.runner import Runner
 from tests.support.http import base_url, http
 from tests.support.net import free_port
 from tests.support.redis_servers import RedisServer
-from tests.support.runners import RunnerHarness, wait_state
+from tests.support.runners import RunnerHarness, stored_job, wait_state
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
@@ -131,8 +131,8 @@ async def test_script_fields_from_json_numbers_and_the_query(
     ]
     messages = [(await result_of(runner, job_id))["message"] for job_id in ids]
     assert messages == ["3", "7", "11"]
-    record = await runner.store.get_job(ids[1]) or {}
-    assert (record["kind"], record["timeout"], record["channel"]) == ("script", "5", "kingtask")
+    record = await stored_job(runner.store, ids[1])
+    assert (record.kind, record.timeout, record.channel) == ("script", 5, "kingtask")
     status, reply = await http(runner, "GET", "/api/task/result", params={"uuid": ids[2]})
     assert (status, reply) == (200, {**FINAL, "message": "11"})
 
@@ -153,9 +153,9 @@ async def test_script_output_on_stderr_is_a_failure_with_that_message(
         "is_success": 0,
         "message": 'err:strconv.ParseInt: parsing "hello": invalid syntax',
     }
-    record = await runner.store.get_job(job_id) or {}
-    assert (record["state"], record["exit_code"]) == ("failed", "0")
-    assert "stderr" in record["error"]
+    record = await stored_job(runner.store, job_id)
+    assert (record.state, record.exit_code) == ("failed", 0)
+    assert "stderr" in record.error
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ async def test_script_gone_before_it_runs_fails_with_a_clear_error(
     await runner.store.put_channel(ChannelConfig(name="held"))
     reply = await result_of(runner, job_id)
     assert reply["is_success"] == 0 and "no such file in --bin-path" in reply["message"]
-    assert (await runner.store.get_job(job_id) or {})["state"] == "failed"
+    assert (await stored_job(runner.store, job_id)).state == "failed"
 
 
 async def test_start_time_in_the_future_waits_then_runs(
@@ -211,10 +211,10 @@ async def test_start_time_in_the_future_waits_then_runs(
     )
     status, reply = await http(runner, "GET", f"/api/v1/task/result/{job_id}")
     assert (status, reply) == (403, "result not exist")  # as kingtask, until it has ended
-    assert (await runner.store.get_job(job_id) or {})["state"] == "scheduled"
+    assert (await stored_job(runner.store, job_id)).state == "scheduled"
     assert await result_of(runner, job_id) == {**FINAL, "message": "4"}
-    record = await runner.store.get_job(job_id) or {}
-    assert float(record["started_at"]) >= start_time - 0.01
+    record = await stored_job(runner.store, job_id)
+    assert record.started_at >= start_time - 0.01
 
 
 async def test_time_interval_retries_once_per_interval_starting_with_the_first(
@@ -225,7 +225,7 @@ async def test_time_interval_retries_once_per_interval_starting_with_the_first(
         runner, "/api/v1/task", data={"bin_name": "flaky", "time_interval": "0.2 0.4"}
     )
     record = await wait_state(runner.store, job_id, "dead")
-    assert record["attempt"] == "3" and record["retries"] == "2"
+    assert record.attempt == 3 and record.retries == 2
     times = [float(t) for t in (tmp_path / "attempts").read_text().split()]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(gaps) == 2 and 0.2 <= gaps[0] < 0.4 <= gaps[1] < 0.9, gaps
@@ -294,8 +294,8 @@ async def test_rpc_post_as_upstream_readme(runners: RunnerHarness, upstream: Ups
     )
     assert await result_of(runner, job_id) == {**FINAL, "message": "207"}
     assert upstream.seen == [("POST", "/sum", "application/json", '{"a":132,"b":75}')]
-    record = await runner.store.get_job(job_id) or {}
-    assert (record["kind"], record["http_status"], record["stdout"]) == ("rpc", "200", "207")
+    record = await stored_job(runner.store, job_id)
+    assert (record.kind, record.http_status, record.stdout) == ("rpc", 200, "207")
 
 
 async def test_rpc_get_sends_args_as_its_body_as_kingtask(  # the-no worker.go newHttpRequest
@@ -322,9 +322,9 @@ async def test_rpc_non_2xx_fails_with_the_body_as_message(
     )
     reply = await result_of(runner, job_id)
     assert reply == {"is_result_exist": 1, "is_success": 0, "message": "boom: the database is down"}
-    record = await runner.store.get_job(job_id) or {}
-    assert (record["state"], record["http_status"]) == ("failed", "500")
-    assert record["error"].startswith("HTTP 500")
+    record = await stored_job(runner.store, job_id)
+    assert (record.state, record.http_status) == ("failed", 500)
+    assert record.error.startswith("HTTP 500")
 
 
 async def test_rpc_max_run_time_stops_a_slow_call(
@@ -340,7 +340,7 @@ async def test_rpc_max_run_time_stops_a_slow_call(
     reply = await result_of(runner, job_id)
     assert time.monotonic() - started < 2.0
     assert reply == {"is_result_exist": 1, "is_success": 0, "message": "timed out after 1.0 s"}
-    assert (await runner.store.get_job(job_id) or {})["http_status"] == ""
+    assert (await stored_job(runner.store, job_id)).http_status is None
     await asyncio.wait_for(upstream.slow_gone.wait(), 2.0)  # the connection was closed
 
 
@@ -361,15 +361,15 @@ async def test_rpc_cancel_and_drain_stop_the_call(
     await asyncio.wait_for(upstream.slow_started.wait(), 5.0)
     await runner.service.cancel(cancelled)
     record = await wait_state(runner.store, cancelled, "cancelled", timeout_s=2.0)
-    assert record["error"] == "terminated (cancelled)"
+    assert record.error == "terminated (cancelled)"
     await asyncio.wait_for(upstream.slow_gone.wait(), 2.0)
 
     upstream.slow_started.clear()
     handed = await submit(runner, "/api/v1/task/rpc", data=fields)
     await asyncio.wait_for(upstream.slow_started.wait(), 5.0)
     await runners.stop(runner)
-    record = await redis.hgetall(f"task:job:{handed}")
-    assert (record[b"state"], record.get(b"handed_back")) == (b"queued", b"drain"), record
+    stored = await redis.hgetall(f"task:job:{handed}")
+    assert (stored[b"state"], stored.get(b"handed_back")) == (b"queued", b"drain"), stored
     await asyncio.wait_for(upstream.slow_gone.wait(), 2.0)
 
 
@@ -414,7 +414,7 @@ async def test_kingtask_channel_is_created_on_first_use_and_channel_is_honoured(
     )
     for job_id in (first, second, on_biz):
         assert (await result_of(runner, job_id))["message"] == "2"
-    assert (await runner.store.get_job(on_biz) or {})["channel"] == "biz"
+    assert (await stored_job(runner.store, on_biz)).channel == "biz"
 
 
 async def test_count_undo_counts_queued_and_due_jobs(runners: RunnerHarness, bin_dir: Path) -> None:

@@ -20,7 +20,7 @@ from taskrunner.config import Settings
 from taskrunner.errors import ConfigError
 from taskrunner.runner import Runner
 from tests.support.net import free_port
-from tests.support.runners import RunnerHarness
+from tests.support.runners import RunnerHarness, stored_job
 from tests.support.waiting import wait_until
 from tests.test_kingtask import EXAMPLE
 
@@ -138,9 +138,9 @@ async def test_seed_example_12_45_gives_1_1_57(runner: Runner, client: BrokerCli
     request = task_request("example", ["12", "45"], 0, (5, 8, 9))  # seed 001's mytask.go
     assert await client.delay(request) == OK
     assert await client.final_result(request) == b'{"is_result_exist":1,"is_success":1,"message":"57"}'  # fmt: skip
-    record = await runner.store.get_job(request["uuid"]) or {}
-    assert (record["kind"], record["task"], record["args"]) == ("script", "example", '["12", "45"]')
-    assert (record["retries"], record["retry_intervals"]) == ("3", "5 8 9")
+    record = await stored_job(runner.store, request["uuid"])
+    assert (record.kind, record.task, record.args) == ("script", "example", ["12", "45"])
+    assert (record.retries, record.retry_intervals) == (3, [5, 8, 9])
     client.writer.write(bytes([CLOSE]))  # task.go's Close
     assert await client.closed_by_server()
 
@@ -152,8 +152,7 @@ async def test_unknown_uuid_and_pending_result_answer_not_exist(
     later = task_request("example", ["1", "2"], int(time.time()) + 3600)
     assert await client.delay(later) == OK
     assert await client.get_result(later) == NOT_EXIST
-    record = await runner.store.get_job(later["uuid"]) or {}
-    assert record["run_at"] == str(later["start_time"])
+    assert (await stored_job(runner.store, later["uuid"])).run_at == later["start_time"]
 
 
 async def test_failure_retries_at_the_intervals_then_reports_stderr(

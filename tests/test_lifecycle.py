@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from msgspec import UNSET
 from redis import Redis as SyncRedis
 
 from taskrunner.embedded import EmbeddedRedis
@@ -67,7 +68,7 @@ async def test_a_result_written_after_redis_forgot_its_scripts_claims_the_next_j
         assert [s.job.id for s in successors] == ["b"]
         assert [s.attempt for s in successors] == [1]
         assert await store.runner_job_channels("r1") == {"b": "one"}
-        assert (await store.get_job("c") or {}).get("state") == "queued"
+        assert (await stored_job(store, "c")).state == "queued"
     finally:
         await store.close()
 
@@ -86,12 +87,8 @@ async def test_a_job_claimed_but_never_started_goes_back_first_with_its_attempt_
             runner_id="r1", job_id="a", channel="one", reason="drain", started=False
         )
         assert outcome == "handed_back"
-        record = await store.get_job("a") or {}
-        assert (record.get("state"), record.get("attempt"), record.get("handed_back")) == (
-            "queued",
-            "0",
-            None,
-        )
+        record = await stored_job(store, "a")
+        assert (record.state, record.attempt, record.handed_back) == ("queued", 0, UNSET)
         [again] = await store.claim("one", count=1, runner_id="r1")
         assert (again.job.id, again.attempt) == ("a", claimed.attempt)
     finally:
@@ -112,9 +109,9 @@ async def test_a_cancel_is_not_lost_with_its_runner(redis_url: str) -> None:
             runner_id="r1", job_id="a", channel="one", reason="runner lost"
         )
         assert outcome == "cancelled"
-        record = await store.get_job("a") or {}
-        assert record.get("state") == "cancelled"
-        assert "runner lost" in record.get("error", "")
+        record = await stored_job(store, "a")
+        assert record.state == "cancelled"
+        assert "runner lost" in record.error
         assert await store.claim("one", count=1, runner_id="r1") == []
         assert (await store.daily_counts(time.strftime("%Y-%m-%d"))).get("cancelled") == 1
     finally:
@@ -343,7 +340,7 @@ async def test_a_drain_while_redis_hangs_ends_in_time_and_reports_what_happened(
 
 from taskrunner.service import PUSH_DEADLINE_S  # noqa: E402
 from tests.support.http import http  # noqa: E402
-from tests.support.runners import RunnerHarness  # noqa: E402
+from tests.support.runners import RunnerHarness, stored_job  # noqa: E402
 from tests.support.runners import wait_state as harness_wait_state  # noqa: E402
 
 

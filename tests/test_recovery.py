@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from taskrunner.models import ChannelConfig, Job
 from taskrunner.runner import Runner
 from taskrunner.store import Store
-from tests.support.runners import RunnerHarness, make_settings
+from tests.support.runners import RunnerHarness, make_settings, stored_job
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
@@ -64,11 +64,11 @@ async def test_claims_of_a_runner_declared_dead_are_refused_so_no_job_is_left_ru
     store.runner_job_channels = claim_meanwhile  # type: ignore[method-assign]
     await judge.liveness.recover_dead_runners()
 
-    assert (await store.get_job("a") or {})["state"] == "queued"  # handed back
-    b = await store.get_job("b") or {}
+    assert (await stored_job(store, "a")).state == "queued"  # handed back
+    b = await stored_job(store, "b")
     held = {m.decode() for m in await redis.smembers(store.keys.runner_jobs(SLOW))}
     # Either its claim was refused, or the job is still held where a recovery can find it.
-    assert b["state"] == "queued" or "b" in held, (b, held)
+    assert b.state == "queued" or "b" in held, (b, held)
     assert not await store.heartbeat(SLOW)  # it learns it was declared dead: it stops its jobs
     await store.register_runner(SLOW)  # and rejoins, claiming again
     assert [c.job.id for c in await store.claim("work", count=2, runner_id=SLOW)] == ["a", "b"]
@@ -88,8 +88,8 @@ async def test_a_runner_that_beats_again_before_the_verdict_keeps_its_jobs(
 
     store.stale_runners = stale_then_beat  # type: ignore[method-assign]
     assert await judge.liveness.recover_dead_runners() == 0
-    job = await store.get_job("a") or {}
-    assert (job["state"], job["runner"]) == ("running", SLOW)
+    job = await stored_job(store, "a")
+    assert (job.state, job.runner) == ("running", SLOW)
     assert await store.heartbeat(SLOW)
 
 
@@ -110,10 +110,10 @@ async def test_after_redis_hung_nobody_is_declared_dead_for_a_lease(
     store = await after_a_hang(judge, redis)
     assert await store.heartbeat(judge.runner_id, lease_s=1.0)  # the first beat after it
     assert await judge.liveness.recover_dead_runners() == 0  # SLOW gets a lease to beat again
-    assert (await store.get_job("a") or {})["state"] == "running"
+    assert (await stored_job(store, "a")).state == "running"
     await redis.hset(store.keys.liveness, "judge_after", 0)  # a lease later, SLOW still silent
     assert await judge.liveness.recover_dead_runners() == 1
-    assert (await store.get_job("a") or {})["state"] == "queued"
+    assert (await stored_job(store, "a")).state == "queued"
 
 
 async def test_after_redis_hung_a_recovery_query_served_before_any_beat_judges_nobody(
@@ -123,7 +123,7 @@ async def test_after_redis_hung_a_recovery_query_served_before_any_beat_judges_n
     # Redis before any runner's beat (a beat on a new connection waits for its handshake).
     store = await after_a_hang(judge, redis)
     assert await judge.liveness.recover_dead_runners() == 0  # the first call after it: no verdict
-    assert (await store.get_job("a") or {})["state"] == "running"
+    assert (await stored_job(store, "a")).state == "running"
     assert await store.heartbeat(SLOW, lease_s=1.0)  # SLOW's beat lands a little later
     await redis.hset(store.keys.liveness, "judge_after", 0)
     assert await judge.liveness.recover_dead_runners() == 0  # it beat in time: it keeps its job
@@ -142,10 +142,10 @@ async def test_a_job_handed_back_and_claimed_again_between_two_audits_is_not_an_
     await store.hand_back(runner_id=me, job_id="a", channel="work", reason="runner lost")
     [again] = await store.claim("work", count=1, runner_id=me)  # its reply is on the way
     await judge.liveness._audit_owned_jobs()  # a new claim: not the one seen before
-    job = await store.get_job("a") or {}
-    assert (job["state"], job["attempt"], again.attempt) == ("running", "2", 2)
+    job = await stored_job(store, "a")
+    assert (job.state, job.attempt, again.attempt) == ("running", 2, 2)
     await judge.liveness._audit_owned_jobs()  # seen twice and still not started here: handed back
-    assert (await store.get_job("a") or {})["state"] == "queued"
+    assert (await stored_job(store, "a")).state == "queued"
 
 
 async def test_a_slow_audit_does_not_hold_up_the_heartbeat(

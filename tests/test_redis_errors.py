@@ -139,7 +139,7 @@ async def test_out_of_memory_is_ridden_out_and_the_result_lands(
         assert "out of memory" in body["message"], body
         assert_alive(runner)
     record = await wait_state(runner.store, "during", "succeeded")
-    assert record["attempt"] == "1"
+    assert record.attempt == 1
     await push(redis, "after", "true")
     await wait_state(runner.store, "after", "succeeded")
     assert_alive(runner)
@@ -167,7 +167,7 @@ async def test_a_busy_script_is_ridden_out_and_the_result_lands(
         await asyncio.to_thread(busy.join)
         await redis.config_set("lua-time-limit", "5000")
     record = await wait_state(runner.store, "during", "succeeded")
-    assert record["attempt"] == "1"
+    assert record.attempt == 1
     await push(redis, "after", "true")
     await wait_state(runner.store, "after", "succeeded")
     assert_alive(runner)
@@ -197,7 +197,7 @@ async def test_writes_refused_by_a_failed_snapshot_are_ridden_out(
         await redis.config_set("save", "")
         await redis.config_set("stop-writes-on-bgsave-error", "no")
         record = await wait_state(runner.store, "during", "succeeded")
-        assert record["attempt"] == "1"
+        assert record.attempt == 1
         assert_alive(runner)
     finally:
         await harness.stop_all()
@@ -231,7 +231,7 @@ async def test_a_failover_that_left_it_on_a_replica_is_ridden_out(
         await redis.replicaof("NO", "ONE")
         await other.aclose()
     record = await wait_state(runner.store, "during", "succeeded")
-    assert record["attempt"] == "1"
+    assert record.attempt == 1
     assert_alive(runner)
 
 

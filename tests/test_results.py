@@ -80,9 +80,9 @@ async def test_a_retrying_job_shows_its_last_attempt(runners: RunnerHarness) -> 
         source="t",
     )
     record = await wait_state(runner.store, job.job_id, "retrying")
-    assert record["exit_code"] == "3" and record["stdout"] == "try\n"
-    assert record["error"] == "exit code 3" and record["attempt"] == "1"
-    assert float(record["due_at"]) / 1000 >= float(record["finished_at"]) + 4.5
+    assert record.exit_code == 3 and record.stdout == "try\n"
+    assert record.error == "exit code 3" and record.attempt == 1
+    assert record.due_at >= record.finished_at + 4.5
 
 
 async def test_retries_survive_a_restart(runners: RunnerHarness, tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ async def test_retries_survive_a_restart(runners: RunnerHarness, tmp_path: Path)
     await runners.stop(runner)
     runner = await runners.start()
     record = await wait_state(runner.store, job.job_id, "dead", timeout_s=10)
-    assert record["attempt"] == "3" and log.read_text().split() == ["x", "x", "x"]
+    assert record.attempt == 3 and log.read_text().split() == ["x", "x", "x"]
 
 
 async def test_channel_defaults_apply_and_jobs_override_them(runners: RunnerHarness) -> None:
@@ -106,12 +106,12 @@ async def test_channel_defaults_apply_and_jobs_override_them(runners: RunnerHarn
     )
     slow = await runner.service.submit({"task": "sleep 5", "channel": "policy"}, source="t")
     record = await wait_state(runner.store, slow.job_id, "dead", timeout_s=10)
-    assert record["attempt"] == "2" and "timed out" in record["error"]
+    assert record.attempt == 2 and "timed out" in record.error
     once = await runner.service.submit(
         {"task": "sleep 5", "channel": "policy", "retries": 0, "timeout": 0.2}, source="t"
     )
     record = await wait_state(runner.store, once.job_id, "failed")
-    assert record["attempt"] == "1"
+    assert record.attempt == 1
 
 
 async def test_daily_counters_count_each_job_once_at_its_end(runners: RunnerHarness) -> None:
@@ -147,7 +147,7 @@ async def test_records_expire_after_the_result_ttl_but_dead_jobs_stay(
     await wait_until(expired, 3)
     assert await redis.ttl(f"task:job:{dead.job_id}") == -1
     jobs, total = await runner.store.dead_jobs(offset=0, limit=10)
-    assert total == 1 and jobs[0]["id"] == dead.job_id and jobs[0]["error"] == "exit code 1"
+    assert total == 1 and jobs[0].id == dead.job_id and jobs[0].error == "exit code 1"
 
 
 async def test_dead_job_retry_gives_a_new_budget_and_drop_removes_it(
@@ -163,7 +163,7 @@ async def test_dead_job_retry_gives_a_new_budget_and_drop_removes_it(
     flag.touch()
     await runner.service.retry_dead_job(job.job_id)
     record = await wait_state(runner.store, job.job_id, "succeeded")
-    assert record["attempt"] == "1" and record["revived"] == "1"
+    assert record.attempt == 1 and record.revived == 1
     assert (await runner.store.dead_jobs(offset=0, limit=10))[1] == 0
 
     flag.unlink()
@@ -191,7 +191,7 @@ async def test_list_jobs_pages_by_state(runners: RunnerHarness) -> None:
             channel="pages", state=JobState.QUEUED, offset=offset, limit=3
         )
         assert len(page) <= 3
-        seen += [job["id"] for job in page]
+        seen += [job.id for job in page]
     assert seen == ids  # oldest first
     running, _ = await runner.service.list_jobs(
         channel="pages", state=JobState.RUNNING, offset=0, limit=3

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.runners import RunnerHarness, wait_state
+from tests.support.runners import RunnerHarness, stored_job, wait_state
 
 pytestmark = pytest.mark.asyncio
 
@@ -21,7 +21,7 @@ async def test_delayed_job_waits_then_runs(runners: RunnerHarness, tmp_path: Pat
     job = await runner.service.submit(
         {"task": "sh", "args": ["-c", f"date +%s.%N > {stamp}"], "delay": 0.5}, source="t"
     )
-    assert (await runner.store.get_job(job.job_id) or {})["state"] == "scheduled"
+    assert (await stored_job(runner.store, job.job_id)).state == "scheduled"
     await wait_state(runner.store, job.job_id, "succeeded")
     assert float(stamp.read_text()) >= pushed + 0.5
 
@@ -61,11 +61,11 @@ async def test_retry_intervals_give_the_documented_attempt_times(
     )
     record = await wait_state(runner.store, job.job_id, "dead", timeout_s=15)
     times = [float(t) for t in log.read_text().split()]
-    assert len(times) == 5 and record["attempt"] == "5"
+    assert len(times) == 5 and record.attempt == 5
     gaps = [b - a for a, b in itertools.pairwise(times)]
     for gap, interval in zip(gaps, [0.06, 0.6, 1.2, 1.2], strict=True):
         assert interval <= gap < interval + 0.5, gaps
-    assert record["error"] == "exit code 1"
+    assert record.error == "exit code 1"
 
 
 async def test_retry_then_success_releases_the_dedup_mark(
@@ -78,5 +78,5 @@ async def test_retry_then_success_releases_the_dedup_mark(
         {"task": "sh", "args": ["-c", task], "retries": 1, "retry_intervals": [0.1]}, source="t"
     )
     record = await wait_state(runner.store, job.job_id, "succeeded")
-    assert record["attempt"] == "2"
+    assert record.attempt == 2
     assert await redis.hlen("task:distinct:default") == 0

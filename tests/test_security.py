@@ -261,9 +261,9 @@ async def test_a_job_refused_at_run_time_fails_without_retry(runners: RunnerHarn
     )
     await service.update_channel("tight", {"allow": ["true"], "paused": False})
     record = await wait_state(runner.store, admission.job_id, "failed", "dead", "retrying")
-    assert record["state"] == "failed" and record["attempt"] == "1"
-    assert record["error"].startswith("refused at run time: program 'echo' is not allowed")
-    assert "channel 'tight'" in record["error"] and "queue update tight --allow" in record["error"]
+    assert record.state == "failed" and record.attempt == 1
+    assert record.error.startswith("refused at run time: program 'echo' is not allowed")
+    assert "channel 'tight'" in record.error and "queue update tight --allow" in record.error
 
 
 async def test_with_shell_the_program_is_the_shell(runners: RunnerHarness) -> None:
@@ -274,7 +274,7 @@ async def test_with_shell_the_program_is_the_shell(runners: RunnerHarness) -> No
     shell = await runners.start(shell=True, allow=("sh",))
     admission = await shell.service.submit({"task": "echo hi | tr h j"}, source="test")
     record = await wait_state(shell.store, admission.job_id, "succeeded")
-    assert record["stdout"] == "ji\n"
+    assert record.stdout == "ji\n"
 
 
 def console_script() -> str:

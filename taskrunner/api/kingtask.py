@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from msgspec import UnsetType
 
 from taskrunner.admission import accepted_id
 from taskrunner.api.common import JSON_UTF8, SERVICE, read_fields
@@ -29,7 +30,7 @@ from taskrunner.errors import (
 )
 from taskrunner.kingtask import rpc_job, script_job
 from taskrunner.kingtask_result import result_message
-from taskrunner.models import JobState
+from taskrunner.models import RPC, JobRecord, JobState
 from taskrunner.validation import JOB_ID_RE
 
 PREFIXES = ("/api/v1/task", "/api/task")
@@ -44,7 +45,6 @@ UPSTREAM_TEXTS: tuple[tuple[type[TaskRunnerError], str], ...] = (
     (ResultNotExist, "result not exist"),
 )
 DETAIL_HEADER = "X-Taskrunner-Detail"  # what was wrong and what to do, beside kingtask's text
-FINAL_STATES = frozenset(s.value for s in JobState if s.is_final)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,17 +134,27 @@ async def result(request: web.Request) -> web.Response:
         record = await request.app[SERVICE].find_job(job_id)
     if record is None:
         raise ResultNotExist(f"no job {job_id[:200]!r}: a wrong uuid, or its result expired")
-    if record.get("state", "") not in FINAL_STATES:
-        raise ResultNotExist(
-            f"job {job_id} is {record.get('state')!r}: ask again until it has ended"
-        )
+    if not record.final:
+        raise ResultNotExist(f"job {job_id} is {record.state!r}: ask again until it has ended")
     return json_value(result_reply(record))
 
 
-def result_reply(record: dict[str, str]) -> dict[str, Any]:
+def result_reply(record: JobRecord) -> dict[str, Any]:
     """kingtask's result object for a final job's record."""
-    ok = record.get("state") == JobState.SUCCEEDED
-    return {"is_result_exist": 1, "is_success": int(ok), "message": result_message(record, ok=ok)}
+    ok = record.state == JobState.SUCCEEDED
+    message = result_message(
+        ok=ok,
+        stdout=_text(record.stdout),
+        stderr=_text(record.stderr),
+        error=_text(record.error),
+        answered=record.kind == RPC and isinstance(record.http_status, int),
+        state=record.state,
+    )
+    return {"is_result_exist": 1, "is_success": int(ok), "message": message}
+
+
+def _text(value: str | UnsetType | None) -> str:
+    return value if isinstance(value, str) else ""
 
 
 async def count_undo(request: web.Request) -> web.Response:

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from taskrunner.admission import accepted_id
 from taskrunner.aio import cancel_and_wait
-from taskrunner.api.kingtask import FINAL_STATES, result_reply
+from taskrunner.api.kingtask import result_reply
 from taskrunner.config import Settings
 from taskrunner.errors import ConfigError, InvalidJob, ProtocolError, TaskRunnerError
 from taskrunner.kingtask import task_request_job
@@ -343,7 +343,7 @@ class KingtaskTcpServer:
         except TimeoutError:
             wait_s = self.limits.reply_timeout_s
             return error_reply(f"Redis did not answer within {wait_s:g} s: ask again")
-        if record is None or record.get("state", "") not in FINAL_STATES:
+        if record is None or not record.final:
             return go_json(NOT_FINISHED)
         return go_json(result_reply(record))
 

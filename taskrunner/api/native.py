@@ -25,7 +25,7 @@ from taskrunner.api.openapi import (
     OPENAPI_DOCUMENT,
 )
 from taskrunner.errors import DuplicateJob, InvalidJob, OutcomeUnknown, TaskRunnerError
-from taskrunner.models import JOB_CREATE_FIELDS, job_view, parse_state
+from taskrunner.models import JOB_CREATE_FIELDS, parse_state
 from taskrunner.parsing import channel_alias
 
 PREFIX: Final = "/api"
@@ -95,7 +95,7 @@ async def create_job(request: web.Request) -> web.Response:
     admission = await service.submit(fields, source="http /api/jobs")
     job_id = accepted_id(admission)  # a duplicate: 409 naming the live job
     created = admission.status == "ok"  # else a job has this id: a retried push, answered
-    return reply(job_view(await service.get_job(job_id)), status=201 if created else 200)
+    return reply((await service.get_job(job_id)).to_view(), status=201 if created else 200)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -109,11 +109,11 @@ async def list_jobs(request: web.Request) -> web.Response:
         offset=_offset(request),
         limit=_limit(request),
     )
-    return reply({"jobs": [job_view(r) for r in records], "next_offset": next_offset})
+    return reply({"jobs": [r.to_view() for r in records], "next_offset": next_offset})
 
 
 async def get_job(request: web.Request) -> web.Response:
-    return reply(job_view(await request.app[SERVICE].get_job(request.match_info["id"])))
+    return reply((await request.app[SERVICE].get_job(request.match_info["id"])).to_view())
 
 
 async def wait_job(request: web.Request) -> web.Response:
@@ -129,8 +129,8 @@ async def wait_job(request: web.Request) -> web.Response:
             task.cancel()
         await asyncio.gather(waiting, stopping, return_exceptions=True)
     if waiting.cancelled():  # the server is stopping: the job as it is now
-        return reply(job_view(await service.get_job(job_id)))
-    return reply(job_view(waiting.result()))
+        return reply((await service.get_job(job_id)).to_view())
+    return reply(waiting.result().to_view())
 
 
 async def _stopping(app: web.Application) -> None:
@@ -209,14 +209,14 @@ async def stats(request: web.Request) -> web.Response:
 async def list_dead_jobs(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     records, total = await service.dead_jobs(offset=_offset(request), limit=_limit(request))
-    return reply({"jobs": [job_view(r) for r in records], "total": total})
+    return reply({"jobs": [r.to_view() for r in records], "total": total})
 
 
 async def retry_dead_job(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     job_id = request.match_info["id"]
     await service.retry_dead_job(job_id)
-    return reply(job_view(await service.get_job(job_id)))
+    return reply((await service.get_job(job_id)).to_view())
 
 
 async def drop_dead_job(request: web.Request) -> web.Response:

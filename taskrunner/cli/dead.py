@@ -11,7 +11,7 @@ from taskrunner.cli import tables
 from taskrunner.cli.flags import Group
 from taskrunner.cli.options import emit, json_option, redis_options, with_service
 from taskrunner.errors import JobNotFound
-from taskrunner.models import job_view
+from taskrunner.models import JobRecord
 from taskrunner.service import Service
 
 
@@ -33,21 +33,21 @@ def dead() -> None:
 def dead_list(limit: int, as_json: bool, **opts: Any) -> None:
     """List dead jobs and dead letters, newest first, with their totals."""
 
-    async def work(service: Service) -> dict[str, Any]:
+    async def work(service: Service) -> tuple[list[JobRecord], dict[str, Any]]:
         records, jobs_total = await service.dead_jobs(offset=0, limit=limit)
-        return {
-            "dead_jobs": [job_view(record) for record in records],
+        return records, {
+            "dead_jobs": [record.to_view() for record in records],
             "dead_jobs_total": jobs_total,
             "dead_letters": await service.dead_letters(start=0, count=limit),
             "dead_letters_total": await service.dead_letter_count(),
         }
 
-    data = with_service(opts, work)
-    emit(data, as_json, lambda: _dead_tables(data))
+    records, data = with_service(opts, work)
+    emit(data, as_json, lambda: _dead_tables(records, data))
 
 
-def _dead_tables(data: dict[str, Any]) -> str:
-    jobs, letters = data["dead_jobs"], data["dead_letters"]
+def _dead_tables(jobs: list[JobRecord], data: dict[str, Any]) -> str:
+    letters = data["dead_letters"]
     parts = [f"dead jobs: {data['dead_jobs_total']}"]
     if jobs:
         parts.append(tables.render(tables.DEAD_JOB_COLUMNS, tables.dead_job_rows(jobs)))

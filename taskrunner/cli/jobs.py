@@ -18,7 +18,7 @@ from taskrunner.cli.options import (
     redis_options,
     with_service,
 )
-from taskrunner.models import JOB_CREATE_FIELDS, JobState, job_view
+from taskrunner.models import JOB_CREATE_FIELDS, JobRecord, JobState
 from taskrunner.service import Service
 
 
@@ -108,27 +108,27 @@ def push(task: str, channel: str, args: Sequence[str], as_json: bool, **opts: An
 def result(job_id: str, wait: bool, timeout_s: float, as_json: bool, **opts: Any) -> None:
     """Show a job's record: state, exit code, output."""
 
-    async def work(service: Service) -> dict[str, str]:
+    async def work(service: Service) -> JobRecord:
         if wait:
             return await service.wait_job(job_id, timeout_s=timeout_s)
         return await service.get_job(job_id)
 
     record = with_service(opts, work)  # an unknown job: JobNotFound, exit 1
-    emit(record, as_json, lambda: _describe(record))
-    if wait and record.get("state") not in ("succeeded", "failed", "dead", "cancelled"):
-        fail(
-            f"job {job_id} is still {record.get('state')} after {timeout_s} s", EXIT_RUNTIME_FAILURE
-        )
+    view = record.to_view()
+    emit(view, as_json, lambda: _describe(view))
+    if wait and not record.final:
+        fail(f"job {job_id} is still {record.state} after {timeout_s} s", EXIT_RUNTIME_FAILURE)
 
 
-def _describe(record: dict[str, str]) -> str:
-    lines = [f"{name:<10} {record[name]}" for name in (
+def _describe(view: Mapping[str, Any]) -> str:
+    """A job's view as lines of `name value` (the set ones), then its output."""
+    lines = [f"{name:<10} {view[name]}" for name in (
         "id", "channel", "task", "state", "attempt", "exit_code", "signal", "duration", "error",
-    ) if record.get(name)]  # fmt: skip
+    ) if view.get(name) not in (None, "")]  # fmt: skip
     for stream in ("stdout", "stderr"):
-        if record.get(stream):
-            cut = " (truncated)" if record.get(f"{stream}_truncated") == "1" else ""
-            lines.append(f"--- {stream}{cut}\n{record[stream].rstrip()}")
+        if view.get(stream):
+            cut = " (truncated)" if view.get(f"{stream}_truncated") else ""
+            lines.append(f"--- {stream}{cut}\n{view[stream].rstrip()}")
     return "\n".join(lines)
 
 
@@ -188,12 +188,11 @@ def jobs(channel: str | None, state: str | None, limit: int, offset: int, as_jso
             channel=channel, state=JobState(state) if state else None, offset=offset, limit=limit
         ),
     )
-    views = [job_view(record) for record in records]
 
     def text() -> str:
-        if not views:
+        if not records:
             return "no jobs"
-        table = tables.render(tables.JOB_COLUMNS, tables.job_rows(views))
+        table = tables.render(tables.JOB_COLUMNS, tables.job_rows(records))
         if next_offset is None:
             return table
         filters = "".join(
@@ -203,4 +202,4 @@ def jobs(channel: str | None, state: str | None, limit: int, offset: int, as_jso
         )
         return f"{table}\nmore: taskrunner jobs{filters} --offset {next_offset}"
 
-    emit({"jobs": views, "next_offset": next_offset}, as_json, text)
+    emit({"jobs": [r.to_view() for r in records], "next_offset": next_offset}, as_json, text)

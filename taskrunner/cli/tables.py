@@ -6,6 +6,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from msgspec import UNSET, UnsetType
+
+from taskrunner.models import JobRecord
+
 # A column: its header and width; a negative width right-aligns (numbers).
 Column = tuple[str, int]
 
@@ -33,33 +37,27 @@ def render(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def cut(value: Any, width: int) -> str:
-    """`value` as one line of at most `width` characters ('...' marks a cut; None is '-')."""
-    text = "-" if value is None or value == "" else " ".join(str(value).split())
+    """`value` as one line of at most `width` characters ('...' marks a cut; None, "" and a
+    record's UNSET are '-')."""
+    text = "-" if value in (None, "", UNSET) else " ".join(str(value).split())
     return text if len(text) <= width else text[: max(0, width - 3)] + "..."
 
 
-def when(unix_s: float | None) -> str:
+def when(unix_s: float | UnsetType | None) -> str:
     """Local time of a unix timestamp, to the second ('-' for none)."""
-    if unix_s is None:
+    if unix_s is None or isinstance(unix_s, UnsetType):
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_s))
 
 
-def job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
-    """Rows of JOB_COLUMNS from job views."""
-    return [
-        [j["id"], j.get("channel"), j.get("state"), j.get("attempt"), when(j.get("created_at")),
-         j.get("task"), j.get("note")]
-        for j in jobs
-    ]  # fmt: skip
+def job_rows(jobs: Iterable[JobRecord]) -> list[list[Any]]:
+    """Rows of JOB_COLUMNS from job records."""
+    return [[j.id, j.channel, j.state, j.attempt, when(j.created_at), j.task, j.note] for j in jobs]
 
 
-def dead_job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
-    """Rows of DEAD_JOB_COLUMNS from job views."""
-    return [
-        [j["id"], j.get("channel"), j.get("attempt"), when(j.get("finished_at")), j.get("error")]
-        for j in jobs
-    ]
+def dead_job_rows(jobs: Iterable[JobRecord]) -> list[list[Any]]:
+    """Rows of DEAD_JOB_COLUMNS from job records."""
+    return [[j.id, j.channel, j.attempt, when(j.finished_at), j.error] for j in jobs]
 
 
 def dead_letter_rows(letters: Iterable[Mapping[str, Any]]) -> list[list[Any]]:

@@ -1,6 +1,7 @@
 """The typed model of taskrunner, in one place: a job as a producer gives it (`Job`, in
 `job.py`), a channel's configuration (`ChannelConfig`, in `channel.py`), and a job's stored
-record as every reader sees it (`JobRecord`, `JobCreate` and their decoding, in `record.py`).
+record as every reader sees it (`JobRecord` and `decode_record`, in `stored.py`), and a job
+as an API producer gives it (`JobCreate`, in `record.py`).
 
 Import the models from here. They check single values with `taskrunner.validation`;
 whole messages are parsed into a `Job` by `taskrunner.parsing`, which builds on the models
@@ -19,18 +20,22 @@ from taskrunner.models.job import (
 from taskrunner.models.record import (
     JOB_CREATE_FIELDS,
     NAME_PATTERN,
-    SUMMARY_FIELDS,
-    SUMMARY_TEXT_BYTES,
     Intervals,
     JobCreate,
-    JobRecord,
-    job_view,
     parse_state,
     schema_pattern,
+)
+from taskrunner.models.stored import (
+    EMPTY_VALUES,
+    SUMMARY_FIELDS,
+    SUMMARY_TEXT_BYTES,
+    JobRecord,
+    decode_record,
 )
 
 __all__ = [
     "COMMAND",
+    "EMPTY_VALUES",
     "FINAL_STATES",
     "JOB_CREATE_FIELDS",
     "JOB_RECORD_NAMES",
@@ -45,7 +50,7 @@ __all__ = [
     "JobCreate",
     "JobRecord",
     "JobState",
-    "job_view",
+    "decode_record",
     "parse_state",
     "schema_pattern",
 ]

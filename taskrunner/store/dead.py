@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any, Final
 
+from taskrunner.models import JobRecord
 from taskrunner.store.reads import ReadOps
 from taskrunner.store.records import (
     DEAD_LETTER_RAW_BYTES,
@@ -129,7 +130,7 @@ class DeadOps(ReadOps):
             )
         )
 
-    async def dead_jobs(self, *, offset: int, limit: int) -> tuple[list[dict[str, str]], int]:
+    async def dead_jobs(self, *, offset: int, limit: int) -> tuple[list[JobRecord], int]:
         """Dead jobs, newest first, with their last error; and how many there are."""
         k = self.keys
         ids: list[str] = []

@@ -12,7 +12,7 @@ from typing import Any, Final
 import redis.exceptions as redis_errors
 
 from taskrunner.errors import StoreUnavailable
-from taskrunner.models import SUMMARY_FIELDS, SUMMARY_TEXT_BYTES, JobState
+from taskrunner.models import SUMMARY_FIELDS, SUMMARY_TEXT_BYTES, JobRecord, JobState, decode_record
 from taskrunner.store.base import StoreBase
 from taskrunner.store.records import (
     ChannelSnapshot,
@@ -31,11 +31,12 @@ IdSource = Callable[[int, int], Awaitable[list[str]]]
 class ReadOps(StoreBase):
     """Store reads of jobs and counts (see the module)."""
 
-    async def get_job(self, job_id: str) -> dict[str, str] | None:
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """The job's record; None if it never existed or its record expired."""
         record = await self.redis.hgetall(self.keys.job(job_id))
-        return {text(f): text(v) for f, v in record.items()} if record else None
+        return decode_record({text(f): text(v) for f, v in record.items()}) if record else None
 
-    async def wait_final(self, job_id: str, *, timeout_s: float) -> dict[str, str] | None:
+    async def wait_final(self, job_id: str, *, timeout_s: float) -> JobRecord | None:
         """The job's record once it is final (woken by pub/sub, not by polling), or None.
 
         A subscription holds a connection and each wake-up reads the record on another: on a
@@ -49,7 +50,7 @@ class ReadOps(StoreBase):
             deadline = time.monotonic() + timeout_s
             while True:
                 record = await self._read_for_wait(job_id)
-                if record is None or JobState(record.get("state", "queued")).is_final:
+                if record is None or record.final:
                     return record
                 while (remaining := deadline - time.monotonic()) > 0:
                     notice = await sub.next(timeout_s=remaining)
@@ -58,7 +59,7 @@ class ReadOps(StoreBase):
                 else:
                     return record
 
-    async def _read_for_wait(self, job_id: str) -> dict[str, str] | None:
+    async def _read_for_wait(self, job_id: str) -> JobRecord | None:
         """`get_job` for a poll that holds its slot: a full pool frees up within moments."""
         for _ in range(WAIT_READ_TRIES - 1):
             try:
@@ -94,13 +95,13 @@ class ReadOps(StoreBase):
 
     async def list_jobs(
         self, *, channels: Sequence[str], state: JobState | None, offset: int, limit: int
-    ) -> tuple[list[dict[str, str]], int | None]:
+    ) -> tuple[list[JobRecord], int | None]:
         """Job summaries of the channels, optionally in one state, with offset paging.
 
         Order per channel: running, queued (oldest first), scheduled and retrying (soonest due
         first), ended (newest first). Returns (jobs, next offset or None at the end)."""
         sources = [src for ch in channels for src in self._job_sources(ch, state)]
-        found: list[dict[str, str]] = []
+        found: list[JobRecord] = []
         skip, position = offset, offset
         for source in sources:
             start = 0
@@ -110,7 +111,7 @@ class ReadOps(StoreBase):
                     break
                 start += len(ids)
                 for record in await self._summaries(ids):
-                    if record is None or (state is not None and record["state"] != state):
+                    if record is None or (state is not None and record.state != state):
                         continue
                     if skip > 0:
                         skip -= 1
@@ -153,17 +154,18 @@ class ReadOps(StoreBase):
             return [running, queued, scheduled, ended]
         return by_state.get(state, [ended])
 
-    async def _summaries(self, ids: Sequence[str]) -> list[dict[str, str] | None]:
+    async def _summaries(self, ids: Sequence[str]) -> list[JobRecord | None]:
         """The jobs' SUMMARY_FIELDS; a text cut to SUMMARY_TEXT_BYTES is flagged `NAME_truncated`
-        (`args`, which would not be a JSON list any more, is left out then)."""
-        summaries: list[dict[str, str] | None] = []
+        (`args`, which would not be a JSON list any more, is left out then). None for a job
+        whose record is gone."""
+        summaries: list[JobRecord | None] = []
         for row, cut in await self._cut_fields(ids, SUMMARY_FIELDS):
             record = {f: text(v) for f, v in zip(SUMMARY_FIELDS, row, strict=True) if v is not None}
             for name in cut:
                 record[f"{name}_truncated"] = "1"
             if "args" in cut:
                 del record["args"]
-            summaries.append(record if "state" in record else None)
+            summaries.append(decode_record(record) if "state" in record else None)
         return summaries
 
     async def _cut_fields(

@@ -114,7 +114,7 @@ async def test_push_without_channel_goes_to_channel_default(runners: RunnerHarne
         + job_id
         + b'"}}'
     )
-    assert (await wait_state(runner.store, job_id.decode(), "queued"))["channel"] == "main"
+    assert (await wait_state(runner.store, job_id.decode(), "queued")).channel == "main"
 
 
 async def test_push_duplicate_on_distinct_channel_is_result_false(runners: RunnerHarness) -> None:

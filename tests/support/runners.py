@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from taskrunner.config import Settings
+from taskrunner.models import JobRecord
 from taskrunner.runner import Runner
 from taskrunner.store import Store
 from tests.support.net import free_port
@@ -54,23 +55,28 @@ class RunnerHarness:
             await self.stop(runner)
 
 
-async def wait_state(
-    store: Store, job_id: str, *states: str, timeout_s: float = 10.0
-) -> dict[str, str]:
+async def wait_state(store: Store, job_id: str, *states: str, timeout_s: float = 10.0) -> JobRecord:
     """Wait until the job's record is in one of `states`; return the record."""
-    seen: dict[str, str] = {}
+    seen: JobRecord | None = None
 
     async def reached() -> bool:
         nonlocal seen
-        seen = await store.get_job(job_id) or {}
-        return seen.get("state") in states
+        seen = await store.get_job(job_id)
+        return seen is not None and seen.state in states
 
-    await wait_until(
-        reached,
-        timeout_s=timeout_s,
-        message=f"job {job_id} to reach {states} (now {seen.get('state')})",
-    )
+    try:
+        await wait_until(reached, timeout_s=timeout_s, message=f"job {job_id} to reach {states}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; now {seen.state if seen else 'no record'}") from None
+    assert seen is not None
     return seen
+
+
+async def stored_job(store: Store, job_id: str) -> JobRecord:
+    """The job's record, which must exist."""
+    record = await store.get_job(job_id)
+    assert record is not None, f"job {job_id} has no record"
+    return record
 
 
 def log_lines(path: Path) -> list[list[str]]:
