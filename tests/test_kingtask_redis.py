@@ -5,6 +5,7 @@ writes them (the-no/kingtask worker/worker.go `SetTaskResult`, `SetSuccessTaskCo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -154,6 +155,9 @@ async def test_a_request_claimed_by_a_runner_that_died_before_admitting_it_runs_
     runner = await runners.start(bin_path=bin_dir, lease_s=1.0)
     store = runner.store
     runner.kingtask.close()  # this runner only recovers: another one polls afterwards
+    # a claim already on its way when closed still claims: wait until the loop has ended
+    [poll] = [task for task in runner._loops if task.get_name() == "kingtask"]
+    await asyncio.wait_for(asyncio.shield(poll), 5.0)
     task_id = await request(redis, "record", "once")
     await store.register_runner("ghost")
     claimed = await store.claim_kingtask_request("ghost")  # it dies here, before admitting
