@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
 
 import pytest
 import redis.asyncio as aioredis
 
 from taskrunner import Client
+from taskrunner.cli import tables
 from taskrunner.errors import InvalidChannel
 from taskrunner.models import ChannelConfig
 from taskrunner.store import Keys, Notice
@@ -179,3 +181,20 @@ async def test_taskrunner_api_and_metrics_take_unicode_names(runners: RunnerHarn
     status, text = await http(runner, "GET", "/metrics")
     assert status == 200
     assert 'taskrunner_jobs_succeeded_total{channel="报表 \\"q\\""} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("name", "cut_to"),
+    [("报表", "报表"), ("my chan", "my chan"), ("数据报表汇总每日任务", "数据报...")],
+)
+def test_cli_tables_align_wide_characters_by_terminal_columns(name: str, cut_to: str) -> None:
+    """A CJK channel name takes two columns a character: the table's columns stay aligned and a
+    long name is cut to the column's width, not its character count."""
+
+    def width(text: str) -> int:  # a terminal's columns (no combining marks here)
+        return sum(2 if unicodedata.east_asian_width(char) == "W" else 1 for char in text)
+
+    columns = [("CHANNEL", 10), ("WORKERS", -7)]
+    header, row = tables.render(columns, [[name, 5]]).splitlines()
+    assert width(header) == width(row) == 18, (header, row)
+    assert row.startswith(cut_to) and width(row.split("  ")[0]) <= 10

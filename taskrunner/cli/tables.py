@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -40,7 +41,24 @@ def cut(value: Any, width: int) -> str:
     """`value` as one line of at most `width` characters ('...' marks a cut; None, "" and a
     record's UNSET are '-')."""
     text = "-" if value in (None, "", UNSET) else " ".join(str(value).split())
-    return text if len(text) <= width else text[: max(0, width - 3)] + "..."
+    if text_columns(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += text_columns(char)
+        if used > width - 3:
+            break
+        kept.append(char)
+    return "".join(kept) + "..."
+
+
+def text_columns(text: str) -> int:
+    """How many terminal columns `text` takes: East Asian wide and full-width characters
+    (`报表`) take two, combining marks none."""
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        for char in text
+    )
 
 
 def when(unix_s: float | UnsetType | None) -> str:
@@ -88,7 +106,8 @@ def _line(columns: Sequence[Column], cells: Sequence[Any]) -> str:
     parts = []
     for (_, width), cell in zip(columns, cells, strict=True):
         text = cut(cell, abs(width))
-        parts.append(text.rjust(-width) if width < 0 else text.ljust(width))
+        pad = " " * (abs(width) - text_columns(text))
+        parts.append(pad + text if width < 0 else text + pad)
     return " ".join(parts).rstrip()
 
 
