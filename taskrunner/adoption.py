@@ -111,10 +111,10 @@ class Adoption:
         elif queue not in self._warned and report.left:
             self._warned.add(queue)
             log.warning(
-                "TaskRunner queue %s holds %d commands for channel %r, which does not exist"
+                "TaskRunner queue %s holds commands for channel %r (%d), which does not exist"
                 " here: left in place; create the channel (taskrunner queue create %s) and"
                 " runners adopt them within a few seconds",
-                report.queue, report.left, name, name,
+                report.queue, name, report.left, name,
             )  # fmt: skip
         return report
 
@@ -141,9 +141,9 @@ class Adoption:
                 break  # the channel was deleted meanwhile: what is left stays
         if report.adopted or report.duplicates or report.dead_lettered:
             log.info(
-                "adopted %d commands from TaskRunner queue %s into channel %s (%d duplicates"
-                " refused, %d dead-lettered)",
-                report.adopted, report.queue, name, report.duplicates, report.dead_lettered,
+                "adopted commands from TaskRunner queue %s into channel %s: %d taken, %d"
+                " refused as duplicates, %d dead-lettered",
+                report.queue, name, report.adopted, report.duplicates, report.dead_lettered,
             )  # fmt: skip
         return report
 

@@ -134,10 +134,10 @@ async def test_migrate_lists_in_a_dry_run_then_moves_and_a_runner_runs_them(
     dry = run_cli("migrate", "--from", "taskrunner", "--dry-run", *url)
     assert dry.returncode == 0
     assert dry.stdout.splitlines() == [
-        "mail:tasks:queue -> channel mail: 2 commands",
+        "mail:tasks:queue -> channel mail: commands 2",
         f"  adopt       {mail[0]}",
         f"  adopt       {mail[1]}",
-        "nowhere:tasks:queue -> channel nowhere: 1 commands",
+        "nowhere:tasks:queue -> channel nowhere: commands 1",
         "  leave       echo left  (channel 'nowhere' does not exist here)",
         "dry run: nothing moved",
     ]

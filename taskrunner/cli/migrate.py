@@ -43,7 +43,7 @@ def _text(reports: list[QueueReport], *, dry_run: bool) -> str:
     lines = []
     for r in reports:
         if dry_run:
-            lines.append(f"{r.queue} -> channel {r.channel}: {len(r.planned)} commands")
+            lines.append(f"{r.queue} -> channel {r.channel}: commands {len(r.planned)}")
             lines += [f"  {action:<11} {command}" + (f"  ({why})" if why else "")
                       for action, command, why in r.planned]  # fmt: skip
         else:
