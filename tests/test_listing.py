@@ -182,6 +182,27 @@ async def test_the_index_drops_the_ids_of_records_gone(
     assert await redis.hget("task:index:sweep", "a") is None
 
 
+async def test_jobs_created_before_the_index_are_indexed_when_a_runner_starts(
+    runners: RunnerHarness, redis: aioredis.Redis
+) -> None:
+    first = await start(runners, "a")
+    scheduled = await push(first, "echo later", "a")
+    ended = await push(first, "true", "a", delay=None)
+    await wait_state(first.store, ended, "succeeded")
+    await first.store.create_channel(ChannelConfig(name="held", paused=True))
+    queued = await push(first, "echo waits", "held", delay=None)
+    await redis.delete(*await redis.keys("task:index:*"))  # as a version before the index left it
+    assert (await page(first))["jobs"] == []
+
+    await start(runners)  # the next runner to start indexes them, once
+    listed, _ = await every_page(first)
+    assert listed == [queued, ended, scheduled]
+    assert await redis.exists("task:index:built")
+    assert await first.store.index_earlier_jobs() == 0  # done already: nothing read again
+    listed, _ = await every_page(first, channel="a")
+    assert listed == [ended, scheduled]
+
+
 @pytest.mark.parametrize(
     ("query", "status", "fragment"),
     [

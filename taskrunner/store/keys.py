@@ -52,6 +52,11 @@ class Keys:
         return f"{self.prefix}:index:jobs:{validate_channel_name(channel)}"
 
     @property
+    def index_built(self) -> str:
+        """Set once the jobs created before the job index were indexed (`index_earlier_jobs`)."""
+        return f"{self.prefix}:index:built"
+
+    @property
     def index_sweep(self) -> str:
         """Where enqueue.lua's sweep of each job index has got to (a rank per index)."""
         return f"{self.prefix}:index:sweep"

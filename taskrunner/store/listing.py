@@ -18,9 +18,11 @@ from taskrunner.models import JobRecord, JobState
 from taskrunner.models.listing import SCAN_WINDOW, JobQuery, Position
 from taskrunner.store.reads import ReadOps
 from taskrunner.store.records import text
+from taskrunner.validation import channel_name_problem
 
 SCAN_CHUNK: Final = 250  # index entries read at a time by a page that filters single jobs
 FILTER_FIELDS: Final = ("state", "task")
+INDEX_CHUNK: Final = 1000  # ids indexed at a time by `index_earlier_jobs`
 # A chunk of the index: the places read, and whether the index may hold more after them.
 Chunk = tuple[list[Position], bool]
 
@@ -116,6 +118,47 @@ class ListOps(ReadOps):
             ]
         summaries = await self._summaries([p.job_id for p in places])
         return [(p, r) for p, r in zip(places, summaries, strict=True) if r is not None]
+
+    async def index_earlier_jobs(self) -> int:
+        """Once per Redis: index the jobs created before the job index existed (those the
+        channels' queues, schedules, running sets, recent lists and the dead jobs hold), by the
+        creation time of their records, so an upgrade lists them too. Returns how many were
+        indexed; 0 once it was done (a second runner doing it at once does no harm)."""
+        k = self.keys
+        if await self.redis.exists(k.index_built):
+            return 0
+        stored = [text(n) for n in await self.redis.hkeys(k.channels)]
+        names = [name for name in stored if channel_name_problem(name) is None]
+        indexed = await self._index_ids(await self.redis.zrange(k.dead_jobs, 0, -1))
+        for name in names:
+            indexed += await self._index_ids(await self.redis.smembers(k.running(name)))
+            for key in (k.scheduled(name), k.recent(name)):
+                indexed += await self._index_ids(await self.redis.zrange(key, 0, -1))
+            start = 0
+            while ids := await self.redis.lrange(k.queue(name), start, start + INDEX_CHUNK - 1):
+                indexed += await self._index_ids(ids)
+                start += INDEX_CHUNK
+        await self.redis.set(k.index_built, "1")
+        return indexed
+
+    async def _index_ids(self, raw_ids: Any) -> int:
+        ids, indexed = [text(i) for i in raw_ids], 0
+        for at in range(0, len(ids), INDEX_CHUNK):
+            chunk = ids[at : at + INDEX_CHUNK]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in chunk:
+                    pipe.hmget(self.keys.job(job_id), "created_at", "channel")
+                rows = await pipe.execute()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id, (created, channel) in zip(chunk, rows, strict=True):
+                    score = text(created).replace(".", "")
+                    if score.isdigit() and channel_name_problem(text(channel)) is None:
+                        entry = {job_id: int(score)}
+                        pipe.zadd(self.keys.job_index, entry, nx=True)
+                        pipe.zadd(self.keys.channel_job_index(text(channel)), entry, nx=True)
+                        indexed += 1
+                await pipe.execute()
+        return indexed
 
 
 def _places(rows: Sequence[Any]) -> list[Position]:
