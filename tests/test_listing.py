@@ -216,6 +216,7 @@ async def test_jobs_created_before_the_index_are_indexed_when_a_runner_starts(
         ("since=yesterday", 400, '"since"'),
         ("until=-5", 400, '"until"'),
         ("until=nan", 400, '"until"'),
+        ("until=1e308", 400, '"until"'),
         ("since=20&until=10", 400, '"since"'),
         ("command=" + "x" * 1001, 400, '"command"'),
         ("channel=ghost", 404, "channel 'ghost' does not exist"),

@@ -12,7 +12,7 @@ from typing import Any, Final, NamedTuple
 
 from taskrunner.api.schemas import SCHEMAS, ref
 from taskrunner.models import NAME_PATTERN, SUMMARY_TEXT_BYTES, JobState, schema_pattern
-from taskrunner.models.listing import MAX_COMMAND_FILTER, SCAN_WINDOW
+from taskrunner.models.listing import MAX_COMMAND_FILTER, MAX_TIME_S, SCAN_WINDOW
 from taskrunner.validation import CHANNEL_NAME_RULE, JOB_ID_RE
 
 # The API's limits on paging and waiting (api/native.py enforces them).
@@ -112,13 +112,13 @@ _PARAMETERS: Final = {
     "Since": _param(
         "since",
         "query",
-        {"type": "number", "minimum": 0},
+        {"type": "number", "minimum": 0, "maximum": MAX_TIME_S},
         "Only jobs created at or after this unix time (seconds).",
     ),
     "Until": _param(
         "until",
         "query",
-        {"type": "number", "minimum": 0},
+        {"type": "number", "minimum": 0, "maximum": MAX_TIME_S},
         "Only jobs created at or before this unix time (seconds).",
     ),
     "CommandFilter": _param(

@@ -21,6 +21,7 @@ from taskrunner.validation import JOB_ID_RE, plain_number, validate_channel_name
 
 DEFAULT_PAGE: Final = 50
 MAX_COMMAND_FILTER: Final = 1000  # characters of a `command` filter
+MAX_TIME_S: Final = 10_000_000_000  # a `since`/`until` (the year 2286)
 SCAN_WINDOW: Final = 1000  # jobs a page filtered job by job (state, command) looks at, at most
 CURSOR_VERSION: Final = "1"
 # The query parameters a listing takes (besides `limit`), in the order help texts give them.
@@ -49,7 +50,8 @@ class Position:
             raw = ""
         version, _, rest = raw.partition(":")
         created, _, job_id = rest.partition(":")
-        if version != CURSOR_VERSION or not created.isdigit() or not JOB_ID_RE.match(job_id):
+        created_ok = created.isascii() and created.isdigit() and len(created) <= 20
+        if version != CURSOR_VERSION or not created_ok or not JOB_ID_RE.match(job_id):
             raise ValueError(
                 f"{text[:40]!r} is not a cursor of this listing: pass the `next_cursor` of the"
                 " page before as it is, or leave it out for the first page"
@@ -126,9 +128,9 @@ def _seconds(text: str | None, name: str) -> float | None:
     if text is None:
         return None
     value = plain_number(text)
-    if not value >= 0:  # False for NaN
+    if not 0 <= value <= MAX_TIME_S:  # False for NaN
         raise InvalidJob(
             f'parameter "{name}" must be a creation time in unix seconds (e.g. 1767225600.5),'
-            f" got {text!r}"
+            f" from 0 to {MAX_TIME_S}, got {text!r}"
         )
     return value

@@ -264,7 +264,7 @@
     const topics = [...dirty];
     dirty.clear();
     const results = [];
-    if (topics.includes("channels")) {  // the job list asks each channel in turn
+    if (topics.includes("channels")) {  // first: the filters' channel choices come from it
       results.push(...(await Promise.allSettled([loaders.channels()])));
     }
     const rest = topics.filter((t) => t !== "channels");
