@@ -192,7 +192,7 @@ def _when(value: str | None, now: float) -> str | None:
 )
 @click.option(
     "--limit",
-    type=click.IntRange(1, 500),
+    type=click.IntRange(1, 1000),
     default=50,
     show_default=True,
     help="Show at most this many.",
@@ -206,8 +206,8 @@ def _when(value: str | None, now: float) -> str | None:
 def jobs(limit: int, as_json: bool, **opts: Any) -> None:
     """List jobs newest first (by creation time) across every channel, a page at a time.
 
-    A page ends with the command that shows the next one (`--cursor`). With --state (but
-    running) or --command, a page looks at up to 1000 jobs and may show fewer than --limit,
+    A page ends with the command that shows the next one (`--cursor`). With --state (other
+    than running) or --command, a page looks at up to 1000 jobs and may show fewer than --limit,
     even none, with a cursor to go on."""
     now = time.time()
     params = {name: opts.get(name) for name in QUERY_PARAMETERS}
@@ -226,6 +226,6 @@ def jobs(limit: int, as_json: bool, **opts: Any) -> None:
             if name != "cursor" and params.get(name) is not None
         )
         more = f"more: taskrunner jobs{flags} --limit {limit} --cursor {next_cursor}"
-        return f"{table or 'no jobs in this window'}\n{more}"
+        return f"{table or 'no match among the jobs looked at: go on with'}\n{more}"
 
     emit({"jobs": [r.to_view() for r in records], "next_cursor": next_cursor}, as_json, text)
