@@ -246,8 +246,8 @@ def resp(*parts: bytes) -> bytes:
 
 
 async def fill_queue(store: Store, port: int, channel: str, n: int) -> None:
-    """Queue n jobs laid out exactly as the enqueue script lays them out (a job hash plus its id
-    in the channel's list): one job goes through the script, the rest copy its fields, written
+    """Queue n jobs laid out exactly as the enqueue script lays them out (a job hash, its id in
+    the channel's list and in the two job indexes): one job goes through the script, the rest copy its fields, written
     as raw protocol on one connection. Going through Lua and redis-py for every job would make
     this phase take a minute; the memory is the same."""
     probe = Job(id="q0", task="echo 0", channel=channel, created_at=time.time())
@@ -256,6 +256,8 @@ async def fill_queue(store: Store, port: int, channel: str, n: int) -> None:
     assert record[b"state"] == b"queued", record
     fixed = [item for f, v in record.items() if f not in (b"id", b"task") for item in (f, v)]
     queue = KEYS.queue(channel).encode()
+    indexes = [KEYS.job_index.encode(), KEYS.channel_job_index(channel).encode()]
+    created_us = int(record[b"created_at"].replace(b".", b""))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     batch = 20000
     for start in range(1, n, batch):
@@ -265,6 +267,7 @@ async def fill_queue(store: Store, port: int, channel: str, n: int) -> None:
             chunk.append(resp(b"HSET", KEYS.job(job_id.decode()).encode(), b"id", job_id,
                               b"task", b"echo %d" % i, *fixed))  # fmt: skip
             chunk.append(resp(b"LPUSH", queue, job_id))
+            chunk += [resp(b"ZADD", key, b"%d" % (created_us + i), job_id) for key in indexes]
         writer.write(b"".join(chunk))
         await writer.drain()
         for _ in range(len(chunk)):

@@ -205,6 +205,8 @@ class Runner:
         await self.store.load_scripts()  # a Redis that restarted knows none; load all at once
         await self.liveness.register()
         await self.service.ensure_default_channels()
+        if indexed := await self.store.index_earlier_jobs():
+            log.info("job index: %d jobs created before it indexed (once per Redis)", indexed)
         await self.workers.sync_channels()
 
     async def _start_http(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from taskrunner.dead import no_job
 from taskrunner.errors import ChannelNotFound
-from taskrunner.models import ChannelConfig, JobRecord, JobState
+from taskrunner.models import ChannelConfig, JobQuery, JobRecord
 from taskrunner.store import ChannelSnapshot, Store
 from taskrunner.validation import validate_channel_name
 
@@ -53,16 +53,16 @@ class ServiceReads:
             raise no_job(job_id)
         return record
 
-    async def list_jobs(
-        self, *, channel: str | None, state: JobState | None, offset: int, limit: int
-    ) -> tuple[list[JobRecord], int | None]:
-        """A page of job summaries (one channel's, or all), and the next page's offset."""
-        if channel is not None:
-            await self.require_channel(channel)
-            names = [channel]
+    async def list_jobs(self, query: JobQuery) -> tuple[list[JobRecord], str | None]:
+        """A page of job summaries, newest first across the channels (or the query's one), and
+        the cursor of the next page (None at the end). ChannelNotFound for an unknown channel."""
+        if query.channel is not None:
+            await self.require_channel(query.channel)
+            names = [query.channel]
         else:
             names = sorted(await self.store.load_channels())
-        return await self.store.list_jobs(channels=names, state=state, offset=offset, limit=limit)
+        records, place = await self.store.list_jobs(query, channels=names)
+        return records, None if place is None else place.cursor()
 
     async def require_channel(self, name: str) -> ChannelConfig:
         """The channel's settings; ChannelNotFound if there is no such channel."""

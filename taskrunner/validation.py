@@ -234,3 +234,12 @@ def parse_count(value: Any, name: str) -> int:
     """A whole number 0-1000 from a number or numeric string (empty = 0)."""
     number = parse_optional_count(value, name)
     return 0 if number is None else number
+
+
+def plain_number(text: str) -> float:
+    """A finite number written plainly in a query (ASCII, no `_`: `1.5`, `1e3`); NaN if not."""
+    try:
+        number = float(text) if text.isascii() and "_" not in text else math.nan
+    except ValueError:
+        return math.nan
+    return number if math.isfinite(number) else math.nan

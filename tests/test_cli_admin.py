@@ -218,28 +218,32 @@ async def test_jobs_listing_and_push_scheduling_options(
     after = time.time()
     delayed, at, queued = pushed[0].json()["id"], pushed[1].json()["id"], pushed[2].out.strip()
 
-    all_jobs, page1, page2, done_text, bad_state, bad_channel = await asyncio.gather(
+    all_jobs, page1, done_text, bad_state, bad_channel, bad_since = await asyncio.gather(
         cli(redis_url, "jobs", "--json"),
         cli(redis_url, "jobs", "-c", "held", "--limit", "2", "--json"),
-        cli(redis_url, "jobs", "-c", "held", "--limit", "2", "--offset", "2", "--json"),
         cli(redis_url, "jobs", "--state", "succeeded"),
         cli(redis_url, "jobs", "--state", "bogus"),
         cli(redis_url, "jobs", "--channel", "nope"),
+        cli(redis_url, "jobs", "--since", "last week"),
     )
-    views = {job["id"]: job for job in all_jobs.json()["jobs"]}
+    listed = all_jobs.json()["jobs"]
+    views = {job["id"]: job for job in listed}
     assert {i: views[i]["state"] for i in views} == {
         done.job_id: "succeeded", delayed: "scheduled", at: "scheduled", queued: "queued",
     }  # fmt: skip
+    assert [job["id"] for job in listed][-1] == done.job_id  # newest first: it came first
     assert views[at]["run_at"] == pytest.approx(soon)
     assert before + 30 <= views[delayed]["run_at"] <= after + 30
     assert (views[queued]["retries"], views[done.job_id]["exit_code"]) == (3, 0)
-    assert all_jobs.json()["next_offset"] is None
+    assert all_jobs.json()["next_cursor"] is None
 
-    # held's order: queued first, then scheduled by due time
-    assert [j["id"] for j in page1.json()["jobs"]] == [queued, delayed]
-    assert page1.json()["next_offset"] == 2
-    assert [j["id"] for j in page2.json()["jobs"]] == [at]
-    assert page2.json()["next_offset"] is None
+    # held's jobs newest first, by creation; the cursor goes on after the page's last
+    held = [job["id"] for job in listed if job["channel"] == "held"]
+    assert [j["id"] for j in page1.json()["jobs"]] == held[:2]
+    cursor = page1.json()["next_cursor"]
+    page2 = await cli(redis_url, "jobs", "-c", "held", "--limit", "2", "--cursor", cursor, "--json")
+    assert [j["id"] for j in page2.json()["jobs"]] == held[2:]
+    assert page2.json()["next_cursor"] is None
 
     lines = done_text.out.splitlines()
     assert lines[0].split() == ["ID", "CHANNEL", "STATE", "ATTEMPT", "CREATED", "TASK", "NOTE"]
@@ -247,9 +251,18 @@ async def test_jobs_listing_and_push_scheduling_options(
     assert lines[1].split()[-2:] == ["true", "-"] and len(lines) == 2  # no note: "-"
     assert bad_state.code == 2 and "'bogus' is not one of" in bad_state.err
     assert bad_channel.code == 2 and "channel 'nope' does not exist" in bad_channel.error()
+    assert bad_since.code == 2 and 'parameter "since"' in bad_since.error()
 
-    more = await cli(redis_url, "jobs", "-c", "held", "--limit", "1")
-    assert more.out.splitlines()[-1] == "more: taskrunner jobs --channel held --limit 1 --offset 1"
+    more = await cli(redis_url, "jobs", "-c", "held", "--command", "echo", "--limit", "1")
+    *table, hint = more.out.splitlines()
+    assert table[1].split()[0] == held[0]
+    prefix = "more: taskrunner jobs --channel held --command echo --limit 1 --cursor "
+    assert hint.startswith(prefix)
+    following = await cli(redis_url, *hint.removeprefix("more: taskrunner ").split())
+    assert following.out.splitlines()[1].split()[0] == held[1]
+
+    hour_ago = await cli(redis_url, "jobs", "--since", "1h", "--until", "0.5s", "--json")
+    assert len(hour_ago.json()["jobs"]) == 4  # ages: created within the hour, all of them
 
 
 @pytest.mark.slow

@@ -248,6 +248,43 @@ async def _no_dead_letters(runner: Runner) -> bool:
     return await runner.store.dead_letter_count() == 0
 
 
+async def test_jobs_list_pages_newest_first_and_filters_by_command(
+    page: Page, runners: RunnerHarness
+) -> None:
+    runner = await runners.start()
+    shown = 100  # app.js JOBS_SHOWN
+
+    async def push(task: str) -> str:
+        admission = await runner.service.submit({"task": task, "delay": 3600}, source="t")
+        return admission.job_id
+
+    ids = [await push(f"echo {'needle' if n == 2 else 'hay'} {n}") for n in range(shown + 5)]
+    await open_dashboard(page, runner)
+    rows = page.locator("#jobs tbody tr")
+    await page.wait_for_selector(job_row("jobs", ids[-1]))
+    assert await rows.count() == shown
+    assert await rows.first.get_attribute("data-job") == ids[-1]  # newest first
+    assert await rows.last.get_attribute("data-job") == ids[5]
+    assert await page.is_disabled("#jobs-newer")
+
+    await page.click("#jobs-older")
+    await page.wait_for_selector(job_row("jobs", ids[4]))
+    assert [await r.get_attribute("data-job") for r in await rows.all()] == ids[4::-1]
+    assert await page.is_disabled("#jobs-older")
+    later = await push("echo later")  # newer than every page: page 2 stays as it is
+    assert await runner.service.cancel(ids[0]) == "cancelled"  # page 2 is refreshed, in place
+    await page.wait_for_selector(job_row("jobs", ids[0], "cancelled"))
+    assert [await r.get_attribute("data-job") for r in await rows.all()] == ids[4::-1]
+    await page.locator("#jobs-note", has_text="page 2").wait_for()
+
+    await page.click("#jobs-newer")
+    await page.wait_for_selector(job_row("jobs", later))
+    assert await rows.first.get_attribute("data-job") == later
+    await page.fill("#filter-command", "NEEDLE")
+    await page.wait_for_selector(f"#jobs tbody tr:only-child[data-job='{ids[2]}']")
+    assert await page.is_disabled("#jobs-older") and await page.is_disabled("#jobs-newer")
+
+
 async def test_job_content_is_shown_as_text_never_as_markup(
     page: Page, runners: RunnerHarness
 ) -> None:

@@ -13,7 +13,7 @@ from msgspec import UNSET
 
 from taskrunner import Client
 from taskrunner.cli import tables
-from taskrunner.models import EMPTY_VALUES, SUMMARY_FIELDS, JobRecord, decode_record
+from taskrunner.models import EMPTY_VALUES, SUMMARY_FIELDS, JobQuery, JobRecord, decode_record
 from taskrunner.models.stored import DERIVED_FIELDS, REQUIRED_FIELDS
 from tests.support.http import http
 from tests.support.records import stored_fields
@@ -158,7 +158,7 @@ async def test_a_record_written_by_the_store_reads_back_the_same_everywhere(
     status, view = await http(runner, "GET", f"/api/jobs/{admission.job_id}")
     assert status == 200 and view == record.to_view()
 
-    [listed], _ = await runner.service.list_jobs(channel=None, state=None, offset=0, limit=5)
+    [listed], _ = await runner.service.list_jobs(JobQuery(limit=5))
     assert listed.to_view() == {
         name: value
         for name, value in record.to_view().items()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from taskrunner.models import ChannelConfig, JobState
+from taskrunner.models import ChannelConfig, JobQuery, JobState, parse_job_query
 from taskrunner.parsing import job_from_fields
 from taskrunner.scheduler import Scheduler
 from taskrunner.store import Store
@@ -185,17 +185,15 @@ async def test_list_jobs_pages_by_state(runners: RunnerHarness) -> None:
         for n in range(7)
     ]
     seen: list[str] = []
-    offset: int | None = 0
-    while offset is not None:
-        page, offset = await runner.service.list_jobs(
-            channel="pages", state=JobState.QUEUED, offset=offset, limit=3
-        )
+    cursor: str | None = ""
+    while cursor is not None:
+        query = parse_job_query({"channel": "pages", "state": "queued", "cursor": cursor}, limit=3)
+        page, cursor = await runner.service.list_jobs(query)
         assert len(page) <= 3
         seen += [job.id for job in page]
-    assert seen == ids  # oldest first
-    running, _ = await runner.service.list_jobs(
-        channel="pages", state=JobState.RUNNING, offset=0, limit=3
-    )
+    assert seen == ids[::-1]  # newest first
+    query = JobQuery(channel="pages", state=JobState.RUNNING, limit=3)
+    running, _ = await runner.service.list_jobs(query)
     assert running == []
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import math
 from typing import Any, Final
 
 from aiohttp import web
@@ -25,8 +24,9 @@ from taskrunner.api.openapi import (
     OPENAPI_DOCUMENT,
 )
 from taskrunner.errors import DuplicateJob, InvalidJob, OutcomeUnknown, TaskRunnerError
-from taskrunner.models import JOB_CREATE_FIELDS, parse_state
+from taskrunner.models import JOB_CREATE_FIELDS, parse_job_query
 from taskrunner.parsing import channel_alias
+from taskrunner.validation import plain_number
 
 PREFIX: Final = "/api"
 ROUTES_HINT: Final = "the routes listed in GET /api/openapi.json"
@@ -99,17 +99,15 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    try:
-        state = parse_state(request.query.get("state"))
-    except ValueError as exc:
-        raise InvalidJob(f'query parameter "state": {exc}') from None
-    records, next_offset = await request.app[SERVICE].list_jobs(
-        channel=request.query.get("channel") or None,
-        state=state,
-        offset=_offset(request),
-        limit=_limit(request),
-    )
-    return reply({"jobs": [r.to_view() for r in records], "next_offset": next_offset})
+    """A page of jobs newest first; `next_cursor` continues it (see `models.listing`)."""
+    if "offset" in request.query:
+        raise InvalidJob(
+            'query parameter "offset": /api/jobs pages with cursors: leave "offset" out and pass'
+            ' the "next_cursor" of the page before as "cursor"'
+        )
+    query = parse_job_query(request.query, limit=_limit(request))
+    records, next_cursor = await request.app[SERVICE].list_jobs(query)
+    return reply({"jobs": [r.to_view() for r in records], "next_cursor": next_cursor})
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -297,11 +295,8 @@ def _whole_number(request: web.Request, name: str, *, default: int, low: int, hi
 def _wait_seconds(text: str | None) -> float:
     if text is None:
         return DEFAULT_WAIT_S
-    try:
-        seconds = float(text) if text.isascii() and "_" not in text else math.nan
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_WAIT_S):
+    seconds = plain_number(text)
+    if not 0 < seconds <= MAX_WAIT_S:  # False for NaN
         raise InvalidJob(
             f'query parameter "timeout" must be seconds, more than 0 and at most'
             f" {MAX_WAIT_S:.0f}, got {text!r}"

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from taskrunner.api.schemas import SCHEMAS, ref
-from taskrunner.models import NAME_PATTERN, JobState, schema_pattern
+from taskrunner.models import NAME_PATTERN, SUMMARY_TEXT_BYTES, JobState, schema_pattern
+from taskrunner.models.listing import MAX_COMMAND_FILTER, MAX_TIME_S, SCAN_WINDOW
 from taskrunner.validation import CHANNEL_NAME_RULE, JOB_ID_RE
 
 # The API's limits on paging and waiting (api/native.py enforces them).
@@ -22,6 +23,15 @@ DEFAULT_WAIT_S: Final = 30.0
 MAX_WAIT_S: Final = 300.0
 
 JOB_ID_PATTERN: Final = schema_pattern(JOB_ID_RE)
+LIST_JOBS_DESCRIPTION: Final = (
+    "A page of job summaries (no output), newest first by creation time across every channel;"
+    " follow `next_cursor` for older jobs: jobs created meanwhile never shift a page (no job"
+    " twice, none skipped). The channel and time filters use the job index: a page costs the"
+    " page's size. `state` (other than running) and `command` are checked job by job: such a"
+    f" page looks at {SCAN_WINDOW} jobs at most and may hold fewer than `limit`, even none,"
+    " with a `next_cursor` to go on from there. Jobs are listed while their records last."
+    ' `offset` is refused: pass "cursor".'
+)
 NAME_DESCRIPTION: Final = f"Channel name: {CHANNEL_NAME_RULE}."
 
 
@@ -99,6 +109,31 @@ _PARAMETERS: Final = {
         {"type": "string", "enum": [s.value for s in JobState]},
         "Only jobs in this state.",
     ),
+    "Since": _param(
+        "since",
+        "query",
+        {"type": "number", "minimum": 0, "maximum": MAX_TIME_S},
+        "Only jobs created at or after this unix time (seconds).",
+    ),
+    "Until": _param(
+        "until",
+        "query",
+        {"type": "number", "minimum": 0, "maximum": MAX_TIME_S},
+        "Only jobs created at or before this unix time (seconds).",
+    ),
+    "CommandFilter": _param(
+        "command",
+        "query",
+        {"type": "string", "maxLength": MAX_COMMAND_FILTER},
+        f"Only jobs whose command holds this text, in any case (its first {SUMMARY_TEXT_BYTES}"
+        " bytes are searched).",
+    ),
+    "Cursor": _param(
+        "cursor",
+        "query",
+        {"type": "string"},
+        "Where the page starts: the `next_cursor` of the page before, as it is (opaque).",
+    ),
     "WaitTimeout": _param(
         "timeout",
         "query",
@@ -155,9 +190,9 @@ ROUTES: Final = (
           body=("JobCreate", "The job: section 2 fields of the ingress message, plus `channel`."),
           also=((200, "A job with this `id` exists already (a retried push): that job, as it"
                  " is; nothing was created."),)),
-    Route("get", "/api/jobs", "listJobs", "List jobs, by channel and state, with offset paging",
-          200, "JobPage", "A page of job summaries (no output).", (400, 404),
-          ("ChannelFilter", "StateFilter", *_PAGE)),
+    Route("get", "/api/jobs", "listJobs", "List jobs newest first, filtered, with cursor paging",
+          200, "JobPage", LIST_JOBS_DESCRIPTION, (400, 404),
+          ("ChannelFilter", "StateFilter", "Since", "Until", "CommandFilter", "Cursor", "Limit")),
     Route("get", "/api/jobs/{id}", "getJob", "Get a job with its result", 200, "Job", "The job.",
           (404,), ("JobId",)),
     Route("get", "/api/jobs/{id}/wait", "waitJob",

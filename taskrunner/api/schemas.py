@@ -216,11 +216,14 @@ SCHEMAS: Final = {
         "Job",
         "jobs",
         {
-            "next_offset": _nullable(
-                "integer", description="Offset of the next page; null at the end."
+            "next_cursor": _nullable(
+                "string",
+                description="Pass it as `cursor` for the next page (older jobs); null at the"
+                " end. A filtered page may hold fewer jobs than `limit`, even none, and still"
+                " have one.",
             )
         },
-        ["next_offset"],
+        ["next_cursor"],
     ),
     "CancelResult": {
         "type": "object",

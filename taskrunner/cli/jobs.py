@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
 import click
 
@@ -18,7 +20,8 @@ from taskrunner.cli.options import (
     redis_options,
     with_service,
 )
-from taskrunner.models import JOB_CREATE_FIELDS, JobRecord, JobState
+from taskrunner.models import JOB_CREATE_FIELDS, JobRecord, JobState, parse_job_query
+from taskrunner.models.listing import QUERY_PARAMETERS
 from taskrunner.service import Service
 
 
@@ -153,6 +156,25 @@ def cancel(job_id: str, as_json: bool, **opts: Any) -> None:
         fail(f"job {job_id} already ended: {state}", EXIT_RUNTIME_FAILURE)
 
 
+AGES: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _time_option(name: str, help_text: str) -> Callable[[Callable[..., Any]], Any]:
+    return click.option(
+        f"--{name}",
+        default=None,
+        metavar="TIME",
+        help=f"{help_text}: unix seconds, or an age such as 90s, 15m, 2h, 7d (that long ago).",
+    )
+
+
+def _when(value: str | None, now: float) -> str | None:
+    """A time option as unix seconds text: an age (`15m`) counts back from `now`."""
+    if value and value[-1:] in AGES and value[:-1].replace(".", "", 1).isdigit():
+        return str(now - float(value[:-1]) * AGES[value[-1]])
+    return value
+
+
 @click.command(cls=Command)
 @redis_options
 @click.option("--channel", "-c", default=None, help="Only this channel.")
@@ -163,6 +185,11 @@ def cancel(job_id: str, as_json: bool, **opts: Any) -> None:
     default=None,
     help="Only jobs in this state.",
 )
+@_time_option("since", "Only jobs created at or after TIME")
+@_time_option("until", "Only jobs created at or before TIME")
+@click.option(
+    "--command", "command", default=None, help="Only jobs whose command holds this text (any case)."
+)
 @click.option(
     "--limit",
     type=click.IntRange(1, 1000),
@@ -171,35 +198,34 @@ def cancel(job_id: str, as_json: bool, **opts: Any) -> None:
     help="Show at most this many.",
 )
 @click.option(
-    "--offset",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Skip this many (the next page's offset is printed at the end).",
+    "--cursor",
+    default=None,
+    help="Go on from the cursor a page before printed (its next_cursor).",
 )
-@json_option('Print {"jobs", "next_offset"} as JSON.')
-def jobs(channel: str | None, state: str | None, limit: int, offset: int, as_json: bool,
-         **opts: Any) -> None:  # fmt: skip
-    """List jobs channel by channel: running, queued (oldest first), scheduled and retrying
-    (soonest first), then ended ones (newest first, while their records last)."""
-    records, next_offset = with_service(
-        opts,
-        lambda s: s.list_jobs(
-            channel=channel, state=JobState(state) if state else None, offset=offset, limit=limit
-        ),
+@json_option('Print {"jobs", "next_cursor"} as JSON.')
+def jobs(limit: int, as_json: bool, **opts: Any) -> None:
+    """List jobs newest first (by creation time) across every channel, a page at a time.
+
+    A page ends with the command that shows the next one (`--cursor`). With --state (other
+    than running) or --command, a page looks at up to 1000 jobs and may show fewer than --limit,
+    even none, with a cursor to go on."""
+    now = time.time()
+    params = {name: opts.get(name) for name in QUERY_PARAMETERS}
+    params.update(since=_when(opts.get("since"), now), until=_when(opts.get("until"), now))
+    records, next_cursor = with_service(  # a wrong value: InvalidJob, exit 2
+        opts, lambda s: s.list_jobs(parse_job_query(params, limit=limit))
     )
 
     def text() -> str:
-        if not records:
-            return "no jobs"
-        table = tables.render(tables.JOB_COLUMNS, tables.job_rows(records))
-        if next_offset is None:
-            return table
-        filters = "".join(
-            f" {flag} {value}"
-            for flag, value in (("--channel", channel), ("--state", state), ("--limit", limit))
-            if value is not None
+        table = tables.render(tables.JOB_COLUMNS, tables.job_rows(records)) if records else ""
+        if next_cursor is None:
+            return table or "no jobs"
+        flags = "".join(
+            f" --{name} {shlex.quote(str(params[name]))}"
+            for name in QUERY_PARAMETERS
+            if name != "cursor" and params.get(name) is not None
         )
-        return f"{table}\nmore: taskrunner jobs{filters} --offset {next_offset}"
+        more = f"more: taskrunner jobs{flags} --limit {limit} --cursor {next_cursor}"
+        return f"{table or 'no match among the jobs looked at: go on with'}\n{more}"
 
-    emit({"jobs": [r.to_view() for r in records], "next_offset": next_offset}, as_json, text)
+    emit({"jobs": [r.to_view() for r in records], "next_cursor": next_cursor}, as_json, text)

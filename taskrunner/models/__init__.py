@@ -17,6 +17,7 @@ from taskrunner.models.job import (
     Job,
     JobState,
 )
+from taskrunner.models.listing import JobQuery, Position, parse_job_query
 from taskrunner.models.record import (
     JOB_CREATE_FIELDS,
     NAME_PATTERN,
@@ -48,9 +49,12 @@ __all__ = [
     "Intervals",
     "Job",
     "JobCreate",
+    "JobQuery",
     "JobRecord",
     "JobState",
+    "Position",
     "decode_record",
+    "parse_job_query",
     "parse_state",
     "schema_pattern",
 ]

@@ -12,6 +12,7 @@ from taskrunner.store.channels import ChannelOps
 from taskrunner.store.errors import translates_errors
 from taskrunner.store.keys import Keys, Notice, schedule_notice
 from taskrunner.store.kingtask import KingtaskOps
+from taskrunner.store.listing import ListOps
 from taskrunner.store.liveness import LivenessOps
 from taskrunner.store.queue import QueueOps
 from taskrunner.store.records import (
@@ -50,6 +51,6 @@ __all__ = [
 
 
 @translates_errors
-class Store(ChannelOps, AdoptOps, QueueOps, LivenessOps, KingtaskOps):
+class Store(ChannelOps, AdoptOps, QueueOps, LivenessOps, KingtaskOps, ListOps):
     """Typed operations on taskrunner's Redis data. Owns its connection pool, a connection for
     the heartbeat alone, and the stores made by `for_requests` (closed with it)."""

@@ -102,7 +102,7 @@ class ChannelOps(StoreBase):
             await self._run(
                 "delete_channel",
                 [k.channels, k.queue(ch), k.scheduled(ch), k.running(ch), k.distinct(ch),
-                 k.recent(ch)],
+                 k.recent(ch), k.channel_job_index(ch), k.index_sweep],
                 [ch],
             )
         )  # fmt: skip

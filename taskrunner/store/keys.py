@@ -43,6 +43,25 @@ class Keys:
         return f"{self.prefix}:recent:{validate_channel_name(channel)}"
 
     @property
+    def job_index(self) -> str:
+        """Every job's id by creation time (microseconds): the listing's index."""
+        return f"{self.prefix}:index:jobs"
+
+    def channel_job_index(self, channel: str) -> str:
+        """A channel's jobs by creation time, as `job_index`."""
+        return f"{self.prefix}:index:jobs:{validate_channel_name(channel)}"
+
+    @property
+    def index_built(self) -> str:
+        """Set once the jobs created before the job index were indexed (`index_earlier_jobs`)."""
+        return f"{self.prefix}:index:built"
+
+    @property
+    def index_sweep(self) -> str:
+        """Where enqueue.lua's sweep of each job index has got to (a rank per index)."""
+        return f"{self.prefix}:index:sweep"
+
+    @property
     def dead_jobs(self) -> str:
         return f"{self.prefix}:dead"
 

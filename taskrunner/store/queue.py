@@ -111,7 +111,8 @@ class QueueOps(StoreBase):
             "enqueue",
             [
                 k.channels, k.job(job.id), k.queue(ch), k.scheduled(ch), k.distinct(ch),
-                k.stats, k.prepare_inflight(runner_id),
+                k.stats, k.prepare_inflight(runner_id), k.job_index, k.channel_job_index(ch),
+                k.index_sweep,
             ],
             [
                 ch, job.id, job.effective_dedup_key(), raw, due_ms, k.job_prefix,

@@ -1,18 +1,18 @@
 """Reading jobs and counts: a job's record (and waiting for its end), channel snapshots, job
-listings with paging, statistics, queue counts, kingtask's backlog."""
+summaries (for listings: see `listing`), statistics, queue counts, kingtask's backlog."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import redis.exceptions as redis_errors
 
 from taskrunner.errors import StoreUnavailable
-from taskrunner.models import SUMMARY_FIELDS, SUMMARY_TEXT_BYTES, JobRecord, JobState, decode_record
+from taskrunner.models import SUMMARY_FIELDS, SUMMARY_TEXT_BYTES, JobRecord, decode_record
 from taskrunner.store.base import StoreBase
 from taskrunner.store.records import (
     ChannelSnapshot,
@@ -23,9 +23,6 @@ from taskrunner.store.records import (
 from taskrunner.validation import channel_name_problem
 
 WAIT_READ_TRIES: Final = 25  # a poll's read of the record, retried every 20 ms if the pool is full
-LIST_CHUNK: Final = 500
-# A page of job ids from one index: (start, count) -> ids.
-IdSource = Callable[[int, int], Awaitable[list[str]]]
 
 
 class ReadOps(StoreBase):
@@ -92,67 +89,6 @@ class ReadOps(StoreBase):
             if task is not None
         ]
         return ChannelSnapshot(channel, int(queued_n), int(running_n), int(scheduled_n), jobs)
-
-    async def list_jobs(
-        self, *, channels: Sequence[str], state: JobState | None, offset: int, limit: int
-    ) -> tuple[list[JobRecord], int | None]:
-        """Job summaries of the channels, optionally in one state, with offset paging.
-
-        Order per channel: running, queued (oldest first), scheduled and retrying (soonest due
-        first), ended (newest first). Returns (jobs, next offset or None at the end)."""
-        sources = [src for ch in channels for src in self._job_sources(ch, state)]
-        found: list[JobRecord] = []
-        skip, position = offset, offset
-        for source in sources:
-            start = 0
-            while len(found) < limit + 1:
-                ids = await source(start, LIST_CHUNK)
-                if not ids:
-                    break
-                start += len(ids)
-                for record in await self._summaries(ids):
-                    if record is None or (state is not None and record.state != state):
-                        continue
-                    if skip > 0:
-                        skip -= 1
-                        continue
-                    found.append(record)
-                if len(ids) < LIST_CHUNK:
-                    break
-            if len(found) > limit:
-                break
-        more = len(found) > limit
-        return found[:limit], position + limit if more else None
-
-    def _job_sources(self, channel: str, state: JobState | None) -> list[IdSource]:
-        k, r = self.keys, self.redis
-
-        async def running(start: int, count: int) -> list[str]:
-            if start:
-                return []
-            return sorted(text(i) for i in await r.smembers(k.running(channel)))
-
-        async def queued(start: int, count: int) -> list[str]:
-            end = -1 - start
-            items = await r.lrange(k.queue(channel), end - count + 1, end)
-            return [text(i) for i in reversed(items)]
-
-        async def scheduled(start: int, count: int) -> list[str]:
-            return [text(i) for i in await r.zrange(k.scheduled(channel), start, start + count - 1)]
-
-        async def ended(start: int, count: int) -> list[str]:
-            items = await r.zrange(k.recent(channel), start, start + count - 1, desc=True)
-            return [text(i) for i in items]
-
-        by_state: dict[JobState, list[IdSource]] = {
-            JobState.RUNNING: [running],
-            JobState.QUEUED: [queued],
-            JobState.SCHEDULED: [scheduled],
-            JobState.RETRYING: [scheduled],
-        }
-        if state is None:
-            return [running, queued, scheduled, ended]
-        return by_state.get(state, [ended])
 
     async def _summaries(self, ids: Sequence[str]) -> list[JobRecord | None]:
         """The jobs' SUMMARY_FIELDS; a text cut to SUMMARY_TEXT_BYTES is flagged `NAME_truncated`

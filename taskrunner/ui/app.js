@@ -26,7 +26,10 @@
   const view = {
     channels: [], stats: null, running: [], jobs: [], dead: [], deadTotal: 0,
     letters: [], lettersTotal: 0, detailId: null, detail: null,
-    filter: { channel: "", state: "" },
+    filter: { channel: "", state: "", command: "" },
+    // The Jobs list's pages: the cursor of each page shown so far (null: the newest), and
+    // the next (older) page's; only the newest page follows new jobs as they come.
+    pages: [null], older: null,
   };
   let clockSkewMs = 0;
 
@@ -261,7 +264,7 @@
     const topics = [...dirty];
     dirty.clear();
     const results = [];
-    if (topics.includes("channels")) {  // the job list asks each channel in turn
+    if (topics.includes("channels")) {  // first: the filters' channel choices come from it
       results.push(...(await Promise.allSettled([loaders.channels()])));
     }
     const rest = topics.filter((t) => t !== "channels");
@@ -278,19 +281,24 @@
   }
 
   async function loadJobs() {
-    const { channel, state } = view.filter;
-    const stateQuery = state ? `&state=${enc(state)}` : "";
-    const names = channel ? [channel] : view.channels.map((c) => c.name);
-    const pages = await Promise.all(
-      names.map((name) => api("GET", `/api/jobs?channel=${enc(name)}${stateQuery}&limit=${JOBS_SHOWN}`)),
-    );
-    const jobs = pages.flatMap((page) => page.jobs);
-    const more = pages.some((page) => page.next_offset !== null);
-    const when = (job) => job.finished_at || job.started_at || job.created_at || 0;
-    jobs.sort((a, b) => when(b) - when(a));
-    $("jobs-note").textContent =
-      jobs.length > JOBS_SHOWN || more ? `the ${JOBS_SHOWN} most recent shown` : "";
-    return jobs.slice(0, JOBS_SHOWN);
+    const { channel, state, command } = view.filter;
+    const params = new URLSearchParams({ limit: JOBS_SHOWN });
+    Object.entries({ channel, state, command, cursor: view.pages.at(-1) })
+      .forEach(([name, value]) => { if (value) params.set(name, value); });
+    const page = await api("GET", `/api/jobs?${params}`);
+    view.older = page.next_cursor;
+    const number = view.pages.length;
+    $("jobs-note").textContent = page.jobs.length || !view.older
+      ? (number > 1 || view.older ? `page ${number}, newest first` : "")
+      : `page ${number}: no match among these jobs, look further with "older"`;
+    $("jobs-newer").disabled = number === 1;
+    $("jobs-older").disabled = !view.older;
+    return page.jobs;
+  }
+
+  function turnJobsPage(cursors) {
+    view.pages = cursors;
+    refresh("jobs");
   }
 
   // -- rendering ---------------------------------------------------------------------------------
@@ -549,13 +557,15 @@
   });
 
   for (const name of STATES) $("filter-state").append(el("option", { value: name, text: name }));
-  $("filter-channel").addEventListener("change", (event) => {
-    view.filter.channel = event.target.value;
-    refresh("jobs");
-  });
-  $("filter-state").addEventListener("change", (event) => {
-    view.filter.state = event.target.value;
-    refresh("jobs");
+  for (const [name, event] of [["channel", "change"], ["state", "change"], ["command", "input"]]) {
+    $(`filter-${name}`).addEventListener(event, (e) => {
+      view.filter[name] = e.target.value.trim();
+      turnJobsPage([null]);
+    });
+  }
+  $("jobs-newer").addEventListener("click", () => turnJobsPage(view.pages.slice(0, -1)));
+  $("jobs-older").addEventListener("click", () => {
+    if (view.older) turnJobsPage([...view.pages, view.older]);
   });
 
   // -- job drawer (#job=<id> keeps it open across reloads) ----------------------------------------
