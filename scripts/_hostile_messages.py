@@ -99,9 +99,10 @@ def _fields(channels: Sequence[str]) -> dict[str, Field]:
             st.sampled_from([*channels, ""]), UNKNOWN_CHANNELS | INVALID_NAMES | NON_STRINGS
         ),
         "id": Field(
-            st.just(ID_SLOT) | st.sampled_from(["", 0, False, None]),
+            # 0 and 42 are ids like "0" and "42" since issue 14: only the slot's unique ids
+            st.just(ID_SLOT) | st.sampled_from(["", False, None]),
             st.text(max_size=140).filter(lambda s: not s.isascii() or len(s) > 128 or " " in s)
-            | st.integers(1) | st.lists(st.integers(), min_size=1, max_size=2),
+            | st.lists(st.integers(), min_size=1, max_size=2),
         ),
         "args": Field(
             st.lists(st.text(max_size=12), max_size=4) | st.just('["a", "b"]'),
